@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:  make book  (build the HTML book)  and  make test.
+# Both create the virtual environment from requirements.txt when it is missing.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+# A copy of the cow mesh beside the checkout (as in CI) is used instead of downloading it.
+ifneq ($(wildcard ../shared/data/cow_mesh/cow.obj),)
+export COW_MESH_DIR ?= $(abspath ../shared/data/cow_mesh)
+endif
+
+.PHONY: env book test clean
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 10) <= v <= (3, 13) else f"Python 3.10 to 3.13 needed (PyTorch3D wheels), {sys.executable} is {v}. Use: make PYTHON=python3.12 ...")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+book: env
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+test: env
+	$(BIN)/python -m pytest --nbval
+
+clean:
+	rm -rf _build

@@ -1,0 +1,369 @@
+"""Chapter 1: the cow mesh and the multi-view dataset rendered from it.
+
+Conventions (PyTorch3D's): world +Y is up, the cow faces -Z, cameras are
+``FoVPerspectiveCameras`` looking at the origin from ``dist`` = 2.7, and images
+are ``(N, H, W, 3)`` float tensors in [0, 1] whose row 0 is the top of the image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+#: The three files of Keenan Crane's "Spot" (public domain) and their sha256 sums.
+COW_FILES = {
+    "cow.obj": "62337f06b4aa4f2eaa95f854553a02039d853365a78b0a581c26ece5691a6d99",
+    "cow.mtl": "ce6398d52486f81f2c329b1683ad4fedce970471aa36e589e05c5177432db6cb",
+    "cow_texture.png": "cddabbae52a666173e7953e238b88340d285044dc20b36f8ed3f1a41db534fa5",
+}
+#: Tried in order: PyTorch3D's repository pinned to the commit that added the
+#: files (the checksums were taken from these bytes), then the tutorials' host.
+COW_URLS = (
+    "https://raw.githubusercontent.com/facebookresearch/pytorch3d/"
+    "dbf06b504b525c7f6680c5709b63df6413616d2e/docs/tutorials/data/cow_mesh/",
+    "https://dl.fbaipublicfiles.com/pytorch3d/data/cow_mesh/",
+)
+#: Point this at a folder holding the three files to use them instead of downloading.
+ENV_MESH_DIR = "COW_MESH_DIR"
+#: Where downloads and rendered datasets are cached (default ``~/.cache/volrender-book``).
+ENV_CACHE_DIR = "VOLRENDER_CACHE"
+#: Set to 1 to forbid any network access (the tests do).
+ENV_OFFLINE = "VOLRENDER_OFFLINE"
+
+#: Bump when the rendering code changes what it produces, so old caches are ignored.
+DATASET_VERSION = 2
+CAMERA_DIST = 2.7
+
+
+def pick_device() -> torch.device:
+    """``cuda:0`` when a GPU is available, otherwise the CPU (the tested path)."""
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "volrender-book")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_files(folder: Path, origin: str) -> None:
+    """Raise if ``folder`` lacks one of the cow files or one has the wrong checksum."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{origin} {folder} is not a folder; expected one holding {', '.join(COW_FILES)}.")
+    missing = [name for name in COW_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{origin} {folder} lacks {', '.join(missing)}; expected all of {', '.join(COW_FILES)}."
+        )
+    for name, expected in COW_FILES.items():
+        got = sha256(folder / name)
+        if got != expected:
+            raise ValueError(
+                f"{folder / name} is corrupt or a different file: sha256 {got}, expected {expected}. "
+                "Replace it with the original (or delete it to download it again)."
+            )
+
+
+def _download(name: str, dest: Path) -> None:
+    """Fetch one file into ``dest``, trusting it only once its checksum matches."""
+    errors = []
+    for base in COW_URLS:
+        url = base + name
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{name}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                shutil.copyfileobj(resp, out)
+            got = sha256(Path(tmp))
+            if got != COW_FILES[name]:
+                errors.append(f"{url}: checksum {got} does not match {COW_FILES[name]} (truncated or altered)")
+                continue
+            os.replace(tmp, dest)  # atomic: a half-written file never has the real name
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            errors.append(f"{url}: {exc}")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    raise RuntimeError(
+        f"Could not download {name}:\n  " + "\n  ".join(errors) + f"\nOffline? Download the cow mesh from "
+        f"{COW_URLS[0]} by hand and set {ENV_MESH_DIR} to the folder holding {', '.join(COW_FILES)}."
+    )
+
+
+def cow_mesh_dir() -> Path:
+    """Return a folder holding the verified cow mesh files.
+
+    ``$COW_MESH_DIR`` wins when set (its files are verified, never replaced).
+    Otherwise the files are downloaded once into the cache folder; a cached file
+    whose checksum is wrong is deleted and fetched again.
+    """
+    if os.environ.get(ENV_MESH_DIR):
+        folder = Path(os.environ[ENV_MESH_DIR]).expanduser()
+        _check_files(folder, f"${ENV_MESH_DIR} =")
+        return folder
+    folder = cache_dir() / "cow_mesh"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, expected in COW_FILES.items():
+        path = folder / name
+        if path.is_file() and sha256(path) == expected:
+            continue
+        if path.exists():
+            path.unlink()  # corrupt: never leave it where the next run would trust it
+        if os.environ.get(ENV_OFFLINE) == "1":
+            raise FileNotFoundError(
+                f"{path} is missing and ${ENV_OFFLINE}=1 forbids downloading it from {COW_URLS[0] + name}. "
+                f"Set {ENV_MESH_DIR} to a folder holding {', '.join(COW_FILES)}."
+            )
+        _download(name, path)
+    return folder
+
+
+def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
+    """Load the textured cow and normalise it as the seed does.
+
+    The centre is the vertex mean and the scale the largest absolute coordinate
+    after centring, so the mesh ends up inside the cube [-1, 1]^3 (the seed calls
+    it "a sphere of radius 1"; the cube's corners reach sqrt(3), see Chapter 1).
+
+    Returns a ``pytorch3d.structures.Meshes`` holding one mesh on ``device``.
+    """
+    from pytorch3d.io import load_objs_as_meshes
+
+    folder = Path(data_dir) if data_dir is not None else cow_mesh_dir()
+    if data_dir is not None:
+        _check_files(folder, "data_dir")
+    obj = folder / "cow.obj"
+    try:
+        mesh = load_objs_as_meshes([str(obj)], device=device)
+    except Exception as exc:  # pytorch3d raises several types for a bad file
+        raise ValueError(f"Could not read {obj} as a textured Wavefront OBJ mesh: {exc}") from exc
+    if mesh.faces_packed().shape[0] == 0 or mesh.textures is None:
+        raise ValueError(f"{obj} holds no textured triangles; expected the cow mesh with its material and texture.")
+    return normalize_mesh(mesh)
+
+
+def normalize_mesh(mesh):
+    """Centre ``mesh`` on its vertex mean and scale its largest |coordinate| to 1 (in place)."""
+    verts = mesh.verts_packed()
+    if verts.shape[0] == 0:
+        raise ValueError("The mesh has no vertices; expected the cow mesh.")
+    center = verts.mean(0)
+    scale = (verts - center).abs().max()
+    if not torch.isfinite(scale) or scale <= 0:
+        raise ValueError(f"Cannot normalise a mesh whose vertices span {float(scale)}; expected a mesh with extent.")
+    mesh.offset_verts_(-center.expand(verts.shape[0], 3))
+    mesh.scale_verts_(1.0 / float(scale))
+    return mesh
+
+
+def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
+    """``FoVPerspectiveCameras`` at ``dist`` from the origin looking at it.
+
+    ``elev`` and ``azim`` are 1-D tensors in degrees; azimuth 0 puts the camera
+    on +Z, looking along -Z (so it sees the cow's back; 180 sees its face).
+    """
+    from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
+
+    R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)
+    return FoVPerspectiveCameras(device=device, R=R, T=T)
+
+
+def render_views(mesh, cameras, image_size: int = 128):
+    """Render RGB images and binary silhouettes of ``mesh`` in one rasterisation.
+
+    The silhouette is read off the rasteriser's ``pix_to_face`` (-1 where no face
+    covers the pixel), so it costs nothing beyond the shaded pass; the seed ran a
+    second, soft-silhouette pass with 50 faces per pixel and then thresholded it.
+
+    Returns ``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1}.
+    """
+    from pytorch3d.renderer import (
+        BlendParams,
+        MeshRasterizer,
+        PointLights,
+        RasterizationSettings,
+        SoftPhongShader,
+    )
+
+    n = len(cameras)
+    device = cameras.device
+    lights = PointLights(device=device, location=[[0.0, 0.0, -3.0]])  # in front of the cow
+    settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1)
+    rasterizer = MeshRasterizer(cameras=cameras, raster_settings=settings)
+    shader = SoftPhongShader(
+        device=device,
+        cameras=cameras,
+        lights=lights,
+        blend_params=BlendParams(sigma=1e-4, gamma=1e-4, background_color=(0.0, 0.0, 0.0)),
+    )
+    meshes = mesh.extend(n)
+    fragments = rasterizer(meshes)
+    images = shader(fragments, meshes, cameras=cameras, lights=lights)[..., :3]
+    silhouettes = (fragments.pix_to_face[..., 0] >= 0).float()
+    return images.clamp(0.0, 1.0), silhouettes
+
+
+@dataclass
+class CowViews:
+    """A set of rendered views: what every later chapter fits or evaluates.
+
+    Attributes:
+        R, T: camera rotations ``(N, 3, 3)`` and translations ``(N, 3)``.
+        images: ``(N, H, W, 3)`` RGB in [0, 1], black background.
+        silhouettes: ``(N, H, W)`` binary masks (1 = cow).
+        elevations, azimuths: ``(N,)`` in degrees.
+    """
+
+    R: torch.Tensor
+    T: torch.Tensor
+    images: torch.Tensor
+    silhouettes: torch.Tensor
+    elevations: torch.Tensor
+    azimuths: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def cameras(self, device=None):
+        """The views' ``FoVPerspectiveCameras`` (PyTorch3D's defaults: fov 60°, znear 1)."""
+        from pytorch3d.renderer import FoVPerspectiveCameras
+
+        device = device or self.images.device
+        return FoVPerspectiveCameras(device=device, R=self.R.to(device), T=self.T.to(device))
+
+    def to(self, device) -> "CowViews":
+        return CowViews(*(t.to(device) for t in (self.R, self.T, self.images, self.silhouettes, self.elevations, self.azimuths)))
+
+
+def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
+    """Elevations and azimuths of the training views, in degrees.
+
+    The seed used ``linspace(-range, range, N) + 180``: with the full range its
+    first and last views both sit at azimuth 0/360, so 40 views held 39 distinct
+    ones. Here the views are spread over the range without repeating the end
+    point when the range closes the circle.
+    """
+    _check_positive_int("num_views", num_views)
+    closed = 2 * azimuth_range >= 360.0
+    azim = torch.linspace(-azimuth_range, azimuth_range, num_views + int(closed))[:num_views] + 180.0
+    if num_views == 1:
+        azim = torch.tensor([180.0 - azimuth_range]) if not closed else torch.tensor([0.0])
+    return torch.full((num_views,), float(elevation)), azim
+
+
+def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 10, elevation: float = 25.0):
+    """Angles of views that are never trained on, to measure generalisation.
+
+    ``n_between`` views sit halfway between neighbouring training azimuths (at
+    elevation 0) and ``n_elevated`` views circle the cow at ``elevation``.
+    """
+    _, train_azim = training_angles(num_views)
+    step = 360.0 / num_views
+    mids = (train_azim + step / 2) % 360.0
+    pick = torch.linspace(0, num_views - 1, n_between).round().long() if n_between else torch.zeros(0, dtype=torch.long)
+    between = mids[pick]
+    ring = torch.arange(n_elevated) * (360.0 / max(n_elevated, 1)) + step / 4
+    elev = torch.cat([torch.zeros(len(between)), torch.full((n_elevated,), float(elevation))])
+    return elev, torch.cat([between, ring])
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _dataset_key(**params) -> str:
+    import pytorch3d
+
+    params = dict(params, version=DATASET_VERSION, mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
+    """Render the normalised cow from the given angles (no caching)."""
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}.")
+    device = torch.device(device) if device is not None else pick_device()
+    mesh = load_cow_mesh(data_dir, device=device)
+    cameras = make_cameras(elev, azim, device=device)
+    images, silhouettes = render_views(mesh, cameras, image_size)
+    return CowViews(cameras.R, cameras.T, images, silhouettes, elev.to(device), azim.to(device))
+
+
+def generate_cow_renders(
+    num_views: int = 40,
+    image_size: int = 128,
+    azimuth_range: float = 180.0,
+    elevation: float = 0.0,
+    device=None,
+    data_dir=None,
+    cache: bool = True,
+    verbose: bool = False,
+) -> CowViews:
+    """The training views: ``num_views`` renders at evenly spread azimuths.
+
+    Results are cached on disk under a key made of every argument that changes
+    the pixels (and the mesh checksums, PyTorch3D's version and
+    ``DATASET_VERSION``), so a second call loads in well under a second.
+    """
+    _check_positive_int("num_views", num_views)
+    elev, azim = training_angles(num_views, azimuth_range, elevation)
+    return _cached_render("train", elev, azim, image_size, device, data_dir, cache, verbose)
+
+
+def generate_heldout_renders(
+    num_views: int = 40, image_size: int = 128, n_between: int = 20, n_elevated: int = 10,
+    elevation: float = 25.0, device=None, data_dir=None, cache: bool = True, verbose: bool = False,
+) -> CowViews:
+    """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views."""
+    _check_positive_int("num_views", num_views)
+    if n_between < 0 or n_elevated < 0 or n_between + n_elevated == 0:
+        raise ValueError(f"Need at least one held-out view, got n_between={n_between}, n_elevated={n_elevated}.")
+    if n_between > num_views:
+        raise ValueError(f"n_between={n_between} exceeds the {num_views} gaps between training views.")
+    elev, azim = heldout_angles(num_views, n_between, n_elevated, elevation)
+    return _cached_render("heldout", elev, azim, image_size, device, data_dir, cache, verbose)
+
+
+def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbose) -> CowViews:
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}.")
+    device = torch.device(device) if device is not None else pick_device()
+    key = _dataset_key(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size)
+    path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"
+    start = time.perf_counter()
+    if cache and path.is_file():
+        try:
+            views = CowViews(**torch.load(path, map_location="cpu", weights_only=True))
+            if verbose:
+                print(f"Loaded {len(views)} {kind} views from the cache in {time.perf_counter() - start:.2f} s ({path}).")
+            return views.to(device)
+        except Exception as exc:  # a damaged cache file is re-rendered, not trusted
+            print(f"Ignoring unreadable cache file {path} ({exc}); rendering again.")
+    views = render_cow_views(elev, azim, image_size, device, data_dir)
+    if verbose:
+        print(f"Rendered {len(views)} {kind} views in {time.perf_counter() - start:.2f} s.")
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({k: getattr(views, k).cpu() for k in CowViews.__dataclass_fields__}, tmp)
+        os.replace(tmp, path)
+    return views

@@ -1,0 +1,79 @@
+"""Figures shared by several chapters.
+
+Images are ``(N, H, W, C)`` tensors or arrays with values in [0, 1]; row 0 is
+the top of the picture, as matplotlib's ``imshow`` expects.
+"""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _numpy_images(images) -> np.ndarray:
+    if isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"Expected images of shape (N, H, W) or (N, H, W, C), got {images.shape}.")
+    if not np.isfinite(images).all():
+        raise ValueError("The images contain NaN or infinite values; refusing to plot them as if they were fine.")
+    return images
+
+
+def image_grid(images, rows: int | None = None, cols: int | None = None, titles=None,
+               cmap: str = "gray", size: float = 1.6, suptitle: str | None = None):
+    """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure.
+
+    ``images``: ``(N, H, W, 3)`` RGB, ``(N, H, W, 4)`` RGBA (only RGB is shown)
+    or ``(N, H, W)`` single-channel (drawn with ``cmap``). Unlike the seed's
+    version, the grid may have more cells than images and the figure size
+    follows the grid instead of a fixed 15 x 9 inches.
+    """
+    images = _numpy_images(images)
+    n = images.shape[0]
+    if (rows is None) != (cols is None):
+        raise ValueError("Specify either both rows and cols or neither.")
+    if rows is None:
+        cols = min(n, 10)
+        rows = math.ceil(n / cols)
+    if rows * cols < n:
+        raise ValueError(f"A {rows} x {cols} grid cannot hold {n} images.")
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
+                             gridspec_kw={"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25},
+                             squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        im = images[i]
+        if im.ndim == 3 and im.shape[-1] in (3, 4):
+            ax.imshow(np.clip(im[..., :3], 0, 1))
+        else:
+            ax.imshow(im.squeeze(), cmap=cmap, vmin=0, vmax=1)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """World positions ``(N, 3)`` of cameras given PyTorch3D's ``R`` ``(N, 3, 3)`` and ``T`` ``(N, 3)``.
+
+    PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
+    (row vectors), so the centre, where ``X_view = 0``, is ``-T @ R^T``.
+    """
+    return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
+
+
+def plot_cameras(ax, R, T, color="tab:blue", label=None, axis_length: float = 0.3):
+    """Draw camera centres and their viewing directions (+Z of view space) on a 3-D axis."""
+    centers = camera_centers(R, T).detach().cpu().numpy()
+    forward = R[:, :, 2].detach().cpu().numpy()  # the third column of R is view +Z in world coordinates
+    ax.scatter(*centers.T, color=color, s=12, label=label, depthshade=False)
+    ax.quiver(*centers.T, *(forward * axis_length).T, color=color, linewidth=0.8)
+    return ax
