@@ -10,8 +10,8 @@ from helpers.fitting import FitHistory, huber, psnr, silhouette_iou
 
 def test_huber_is_quadratic_near_zero_and_linear_far_away():
     s = 0.1
-    small = torch.tensor([1e-3])
-    assert huber(small, torch.zeros(1), s).item() == pytest.approx(1e-6 / (2 * s), rel=1e-3)
+    small = torch.tensor([1e-3], dtype=torch.float64)
+    assert huber(small, torch.zeros(1, dtype=torch.float64), s).item() == pytest.approx(1e-6 / (2 * s), rel=1e-3)
     big = torch.tensor([10.0])
     assert huber(big, torch.zeros(1), s).item() == pytest.approx(10.0 - s, rel=1e-3)
     assert huber(torch.ones(3), torch.ones(3), s).abs().max() == 0
