@@ -1,13 +1,28 @@
 """Make a chapter self-sufficient in Colab; a no-op on a prepared machine.
 
-Every notebook's first cell makes ``helpers`` importable and then calls
-:func:`ensure_pytorch3d`. The pinned versions are read from the book's
-``requirements.txt``, never guessed from ``torch.version.cuda`` (the seed's
-install cell crashed on CPU-only torch, where that is ``None``).
+Every notebook's first cell (identical in all chapters, collapsed in the book)
+makes ``helpers`` importable, cloning the book when the notebook runs on its
+own, and then calls :func:`ensure_pytorch3d`. The pinned versions are read from
+the book's ``requirements.txt``, never guessed from ``torch.version.cuda`` (the
+seed's install cell built a wheel URL from it and crashed on CPU-only torch,
+where it is ``None``). PyPI's ``easypytorch3d`` ships prebuilt PyTorch3D for
+the pinned torch, so Colab installs in about a minute instead of compiling
+PyTorch3D from source for 25.
+
+The three cases, each simulated by ``tests/test_colab.py``:
+
+- PyTorch3D imports (a local checkout, or a re-run in Colab): nothing is
+  installed, nothing is printed.
+- PyTorch3D is missing: ``pip install torch==<pin> easypytorch3d==<pin>``,
+  then the notebook goes on in the same session.
+- PyTorch3D is missing and a different torch was already imported (a running
+  Python cannot swap the torch it loaded): the pair is installed and a
+  ``RuntimeError`` asks for one runtime restart; after it, the first case.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 import subprocess
@@ -15,18 +30,28 @@ import sys
 from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
+PINNED = ("torch", "easypytorch3d")
+#: Python versions easypytorch3d publishes wheels for (see how_to_run.md).
+SUPPORTED_PYTHON = ((3, 10), (3, 13))
+RESTART_HINT = "Restart the runtime (Colab: Runtime > Restart session) and run this notebook again from the top."
 
 
 def pinned_versions(requirements: Path = REQUIREMENTS) -> dict[str, str]:
     """``{"torch": "2.11.0", "easypytorch3d": "0.7.9.post1"}`` as pinned in ``requirements.txt``."""
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", requirements.read_text(), flags=re.M))
-    missing = {"torch", "easypytorch3d"} - pins.keys()
+    missing = set(PINNED) - pins.keys()
     if missing:
         raise ValueError(f"{requirements} must pin {', '.join(sorted(missing))} with '=='.")
-    return {name: pins[name] for name in ("torch", "easypytorch3d")}
+    return {name: pins[name] for name in PINNED}
+
+
+def pip_command(pins: dict[str, str]) -> list[str]:
+    """The one install command: exact pins from PyPI, no index URL, no wheel URL built from versions."""
+    return [sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)]
 
 
 def _pytorch3d_works() -> bool:
+    importlib.invalidate_caches()  # see packages pip installed into this running interpreter
     if importlib.util.find_spec("pytorch3d") is None:
         return False
     try:
@@ -36,25 +61,61 @@ def _pytorch3d_works() -> bool:
     return True
 
 
-def ensure_pytorch3d(run=subprocess.check_call, modules=sys.modules, works=_pytorch3d_works) -> str:
+def _release(version: str | None) -> str | None:
+    """``"2.11.0+cu128"`` -> ``"2.11.0"``: the local build tag does not change the ABI PyTorch3D needs."""
+    return version.split("+")[0] if version else None
+
+
+def ensure_pytorch3d(
+    run=subprocess.check_call,
+    modules=sys.modules,
+    works=_pytorch3d_works,
+    version_info=sys.version_info,
+    requirements: Path = REQUIREMENTS,
+) -> str:
     """Install the pinned torch/PyTorch3D pair when PyTorch3D is missing.
 
-    Returns ``"present"`` when nothing had to be done, ``"installed"`` when the
-    pair was installed and can be imported now, and raises ``RuntimeError``
-    asking for a runtime restart when a different torch was already imported
-    (a running Python cannot swap the torch it loaded).
+    Returns ``"present"`` when nothing had to be done and ``"installed"`` when
+    the pair was installed and imports now. Raises ``RuntimeError`` asking for a
+    runtime restart when a different torch was already imported, and when the
+    install did not give a working PyTorch3D. ``run``, ``modules``, ``works``
+    and ``version_info`` are injectable so the tests can simulate Colab.
     """
     if works():
         return "present"
-    pins = pinned_versions()
+    if not SUPPORTED_PYTHON[0] <= tuple(version_info[:2]) <= SUPPORTED_PYTHON[1]:
+        low, high = (".".join(map(str, v)) for v in SUPPORTED_PYTHON)
+        raise RuntimeError(
+            f"PyTorch3D is not installed and its prebuilt wheels (easypytorch3d) exist for Python {low} to {high}; "
+            f"this is Python {version_info[0]}.{version_info[1]}. Use such a Python (see the book's 'How to run')."
+        )
+    pins = pinned_versions(requirements)
     loaded = modules.get("torch")
-    loaded_version = getattr(loaded, "__version__", "").split("+")[0] if loaded else None
-    print(f"Installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} (prebuilt PyTorch3D) ...")
-    run([sys.executable, "-m", "pip", "install", "-q",
-         f"torch=={pins['torch']}", f"easypytorch3d=={pins['easypytorch3d']}"])
+    loaded_version = _release(getattr(loaded, "__version__", None)) if loaded is not None else None
+    print(f"PyTorch3D is missing: installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} "
+          "(prebuilt PyTorch3D, a minute or two) ...", flush=True)
+    run(pip_command(pins))
     if loaded is not None and loaded_version != pins["torch"]:
         raise RuntimeError(
-            f"torch {loaded_version} was already imported; PyTorch3D needs torch {pins['torch']}, now installed. "
-            "Restart the runtime (Colab: Runtime > Restart session) and run this notebook again from the top."
+            f"Installed torch {pins['torch']} and PyTorch3D, but this session had already imported torch "
+            f"{loaded_version}, and a running Python cannot swap the torch it loaded. {RESTART_HINT}"
         )
+    if not works():
+        raise RuntimeError(
+            f"pip installed torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']}, but PyTorch3D "
+            f"still does not import. {RESTART_HINT} If it fails again, see the book's 'How to run'."
+        )
+    print("PyTorch3D installed.")
+    if "google.colab" in modules:
+        _hint_gpu(modules)
     return "installed"
+
+
+def _hint_gpu(modules) -> None:
+    """The chapters pick the GPU themselves (``helpers.data.pick_device``); say when Colab gave none."""
+    torch = modules.get("torch") or importlib.import_module("torch")
+    if torch.cuda.is_available():
+        print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
+    else:
+        print("No GPU in this runtime: the chapters run on the CPU with smaller settings. "
+              "For the full settings choose Runtime > Change runtime type > GPU, then run from the top.")
