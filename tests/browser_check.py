@@ -1,0 +1,400 @@
+"""Open every page of a built book in headless Chromium and report what a reader would see broken.
+
+Chromium (Debian's ``chromium``) is driven over the Chrome DevTools Protocol on a
+pipe (``--remote-debugging-pipe``: JSON messages separated by NUL bytes on file
+descriptors 3 and 4), so no driver, port or extra package is needed. The site is
+served over http on 127.0.0.1 so scripts behave as on the web. Requests to any
+other host are refused by the browser itself: the check never uses the network
+(so MathJax, loaded from a CDN, does not typeset here; its formulas show as TeX).
+
+For every page it reports:
+
+- JavaScript exceptions and ``console.error`` messages;
+- failed requests and HTTP errors for the site's own files;
+- ``<img>`` elements that did not load (``naturalWidth == 0``);
+- internal links to a missing file or a missing ``#anchor``;
+- on chapter pages (``notebooks/``): no output figure at all, or a figure that
+  was printed as ``<Figure size ...>`` text instead of drawn.
+
+Usage: ``python tests/browser_check.py _build/html [--screenshots artifacts]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import functools
+import http.server
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+SKIP_PAGES = {"search.html", "genindex.html"}  # Sphinx's generated index pages have nothing of ours to check
+WINDOW = (1280, 960)
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class CDPError(RuntimeError):
+    pass
+
+
+class Chromium:
+    """A headless Chromium and one page (tab) in it, driven over the DevTools pipe."""
+
+    def __init__(self, executable: str, window=WINDOW, timeout: float = 30.0):
+        self.timeout = timeout
+        self.profile = tempfile.mkdtemp(prefix="chromium-profile-")
+        to_child_r, self._to_child = os.pipe()
+        self._from_child, from_child_w = os.pipe()
+        # Move the child's ends above 10 so the dup2 onto 3 and 4 below cannot clobber one another.
+        high_r = fcntl.fcntl(to_child_r, fcntl.F_DUPFD_CLOEXEC, 10)
+        high_w = fcntl.fcntl(from_child_w, fcntl.F_DUPFD_CLOEXEC, 10)
+        os.close(to_child_r), os.close(from_child_w)
+
+        def wire_pipes():  # runs in the child before exec; dup2 leaves 3 and 4 inheritable
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
+
+        self.proc = subprocess.Popen(
+            [executable, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
+             "--hide-scrollbars", "--mute-audio", f"--window-size={window[0]},{window[1]}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            close_fds=False, preexec_fn=wire_pipes,
+        )
+        os.close(high_r), os.close(high_w)
+        self._next_id = 0
+        self.allowed = "http://127.0.0.1:"  # the only origin pages may load from (set to the site's by check_site)
+        self.blocked: list[str] = []
+        self.session = None
+        self._replies: dict[int, queue.Queue] = {}
+        self.events: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True).start()
+        target = self.send("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable", session=True)
+        self.send("Emulation.setDeviceMetricsOverride", session=True, width=window[0], height=window[1],
+                  deviceScaleFactor=1, mobile=False)
+        # Refuse every request not for the local site: the check must never use the network.
+        self.send("Fetch.enable", session=True, patterns=[{"urlPattern": "*"}])
+
+    def _read(self):
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self._from_child, 1 << 16)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.events.put(None)
+                return
+            buf += chunk
+            *messages, buf = buf.split(b"\0")
+            for raw in messages:
+                msg = json.loads(raw)
+                if msg.get("method") == "Fetch.requestPaused":
+                    self._route(msg["params"])  # answered here: the page's load waits on it
+                elif "id" in msg:
+                    self._replies.setdefault(msg["id"], queue.Queue()).put(msg)
+                else:
+                    self.events.put(msg)
+
+    def _route(self, params):
+        url = params["request"]["url"]
+        if url.startswith(self.allowed) or url.startswith("data:"):
+            self._post("Fetch.continueRequest", True, {"requestId": params["requestId"]})
+        else:
+            self.blocked.append(url)
+            self._post("Fetch.failRequest", True, {"requestId": params["requestId"], "errorReason": "BlockedByClient"})
+
+    def _post(self, method: str, session: bool, params: dict) -> int:
+        with self._lock:
+            self._next_id += 1
+            mid = self._next_id
+            self._replies.setdefault(mid, queue.Queue())
+            msg = {"id": mid, "method": method, "params": params}
+            if session:
+                msg["sessionId"] = self.session
+            os.write(self._to_child, json.dumps(msg).encode() + b"\0")
+        return mid
+
+    def send(self, method: str, session: bool = False, **params):
+        mid = self._post(method, session, params)
+        try:
+            reply = self._replies[mid].get(timeout=self.timeout)
+        except queue.Empty:
+            raise CDPError(f"Chromium did not answer {method} within {self.timeout} s") from None
+        finally:
+            self._replies.pop(mid, None)
+        if "error" in reply:
+            raise CDPError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    def close(self):
+        try:
+            self.send("Browser.close")
+        except (CDPError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for fd in (self._to_child, self._from_child):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class Site:
+    """``site_dir`` served on 127.0.0.1 at a free port, in a background thread."""
+
+    def __init__(self, site_dir: Path):
+        handler = functools.partial(QuietHandler, directory=str(site_dir))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class PageReport:
+    path: str
+    problems: list[str] = field(default_factory=list)
+    images: int = 0
+    output_figures: int = 0
+    external_links: list[str] = field(default_factory=list)
+    blocked_requests: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    pages: list[PageReport]
+    screenshots: list[Path]
+
+    @property
+    def problems(self) -> list[str]:
+        return [f"{p.path}: {problem}" for p in self.pages for problem in p.problems]
+
+
+# Runs in the page once it has loaded: what the reader's browser has, as plain JSON.
+PAGE_FACTS_JS = r"""
+(() => {
+  const imgs = [...document.images].map(i => ({src: i.currentSrc || i.getAttribute('src') || '',
+      complete: i.complete, width: i.naturalWidth, output: !!i.closest('.cell_output')}));
+  const links = [...document.querySelectorAll('a[href]')].map(a => a.href);
+  const figureText = [...document.querySelectorAll('.cell_output pre, .cell_output .output')]
+      .map(e => e.textContent).filter(t => /^\s*<Figure size [^>]*>\s*$/m.test(t));
+  const ids = [...document.querySelectorAll('[id]')].map(e => e.id)
+      .concat([...document.querySelectorAll('a[name]')].map(a => a.name));
+  return JSON.stringify({imgs, links, figureText, ids});
+})()
+"""
+
+
+def site_pages(site_dir: Path) -> list[str]:
+    pages = []
+    for path in sorted(site_dir.rglob("*.html")):
+        rel = path.relative_to(site_dir)
+        if rel.parts[0].startswith("_") or str(rel) in SKIP_PAGES:
+            continue
+        pages.append(rel.as_posix())
+    return pages
+
+
+@functools.lru_cache(maxsize=None)
+def _ids_in_file(path: Path) -> frozenset:
+    text = path.read_text(errors="replace")
+    return frozenset(re.findall(r'\s(?:id|name)="([^"]+)"', text))
+
+
+def _check_link(site_dir: Path, base: str, page: str, href: str, page_ids: set) -> str | None:
+    """A problem with an internal link, or None when it resolves (file, and anchor when given)."""
+    parts = urlsplit(href)
+    rel = unquote(parts.path)[len(urlsplit(base).path):]
+    target = site_dir / rel
+    if rel == "" or rel.endswith("/"):
+        target = target / "index.html"
+    if not target.is_file():
+        return f"broken link to {rel or '/'} (no such file)"
+    if parts.fragment:
+        anchor = unquote(parts.fragment)
+        same_page = rel == page
+        ids = page_ids if same_page else _ids_in_file(target) if target.suffix == ".html" else None
+        if ids is not None and anchor not in ids:
+            return f"broken link to {rel}#{anchor} (no such anchor)"
+    return None
+
+
+def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle: float = 0.5,
+               screenshot: Path | None = None) -> PageReport:
+    report = PageReport(page)
+    while not browser.events.empty():  # drop events left over from the previous page
+        browser.events.get_nowait()
+    browser.blocked.clear()
+    url = site.base + page
+    requests: dict[str, str] = {}
+    local = site.base.rstrip("/")
+    # Chromium asks every site for /favicon.ico on its own; the book declares no icon, which is fine.
+    ignored = {site.base + "favicon.ico"}
+    browser.send("Page.navigate", session=True, url=url)
+    loaded, deadline, quiet_since = False, time.monotonic() + browser.timeout, None
+    pending = set()
+    while time.monotonic() < deadline:
+        try:
+            event = browser.events.get(timeout=0.1)
+        except queue.Empty:
+            event = None
+        if event is None:
+            if loaded and not pending:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= settle:
+                    break
+            if browser.proc.poll() is not None:
+                raise CDPError("Chromium exited")
+            continue
+        quiet_since = None
+        method, params = event.get("method"), event.get("params", {})
+        if method == "Page.loadEventFired":
+            loaded = True
+        elif method == "Network.requestWillBeSent":
+            requests[params["requestId"]] = params["request"]["url"]
+            pending.add(params["requestId"])
+        elif method == "Network.loadingFinished":
+            pending.discard(params["requestId"])
+        elif method == "Network.responseReceived":
+            resp = params["response"]
+            if resp["url"].startswith(local) and resp["status"] >= 400 and resp["url"] not in ignored:
+                report.problems.append(f"HTTP {resp['status']} for {resp['url'][len(local):]}")
+        elif method == "Network.loadingFailed":
+            pending.discard(params["requestId"])
+            failed = requests.get(params["requestId"], "")
+            if failed.startswith(local) and not params.get("canceled") and failed not in ignored:
+                report.problems.append(f"request failed ({params.get('errorText')}) for {failed[len(local):]}")
+        elif method == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            text = details.get("exception", {}).get("description") or details.get("text", "")
+            report.problems.append(f"JavaScript exception: {text.splitlines()[0] if text else details}")
+        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            report.problems.append(f"console.error: {text}")
+        elif method == "Log.entryAdded":
+            entry = params["entry"]
+            if entry.get("level") == "error" and entry.get("url", "").startswith(local) and entry["url"] not in ignored:
+                report.problems.append(f"browser error: {entry.get('text')} ({entry['url'][len(local):]})")
+    else:
+        report.problems.append(f"page did not finish loading within {browser.timeout} s")
+
+    report.blocked_requests = list(browser.blocked)
+    facts = json.loads(browser.send("Runtime.evaluate", session=True, expression=PAGE_FACTS_JS,
+                                    returnByValue=True)["result"]["value"])
+    report.images = len(facts["imgs"])
+    for img in facts["imgs"]:
+        if not img["complete"] or img["width"] == 0:
+            report.problems.append(f"image did not load: {img['src'][len(local):] if img['src'].startswith(local) else img['src']}")
+    report.output_figures = sum(1 for img in facts["imgs"] if img["output"] and img["width"] > 0)
+    if page.startswith("notebooks/"):
+        if report.output_figures == 0:
+            report.problems.append("chapter page shows no output figure")
+        for text in facts["figureText"]:
+            report.problems.append(f"figure printed as text instead of drawn: {text.strip()[:80]}")
+    page_ids = set(facts["ids"])
+    seen = set()
+    for href in facts["links"]:
+        if not href.startswith(site.base):
+            if href.startswith("http"):
+                report.external_links.append(href)
+            continue
+        if href in seen:
+            continue
+        seen.add(href)
+        problem = _check_link(site_dir, site.base, page, href, page_ids)
+        if problem:
+            report.problems.append(problem)
+    if screenshot is not None:
+        shot = browser.send("Page.captureScreenshot", session=True, format="png")
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
+    return report
+
+
+def check_site(site_dir: Path, chromium: str | None = None, screenshots: dict[str, Path] | None = None,
+               pages: list[str] | None = None) -> Report:
+    """Check every page of ``site_dir``; ``screenshots`` maps page -> PNG path to save."""
+    site_dir = Path(site_dir).resolve()
+    chromium = chromium or find_chromium()
+    if chromium is None:
+        raise FileNotFoundError("no Chromium found (Debian: apt-get install chromium)")
+    screenshots = screenshots or {}
+    _ids_in_file.cache_clear()
+    pages = pages or site_pages(site_dir)
+    site = Site(site_dir)
+    reports, shots = [], []
+    try:
+        with Chromium(chromium) as browser:
+            browser.allowed = site.base
+            for page in pages:
+                reports.append(check_page(browser, site, site_dir, page, screenshot=screenshots.get(page)))
+                if page in screenshots:
+                    shots.append(screenshots[page])
+    finally:
+        site.close()
+    return Report(reports, shots)
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("site", type=Path, help="the built HTML, e.g. _build/html")
+    parser.add_argument("--screenshots", type=Path, help="folder for screenshots of every page")
+    args = parser.parse_args(argv)
+    pages = site_pages(args.site)
+    shots = {p: args.screenshots / (p.replace("/", "-").removesuffix(".html") + ".png") for p in pages} if args.screenshots else None
+    report = check_site(args.site, screenshots=shots)
+    for page in report.pages:
+        print(f"{page.path}: {page.images} images ({page.output_figures} output figures), "
+              f"{len(page.blocked_requests)} external requests refused, {len(page.problems)} problems")
+    for problem in report.problems:
+        print("PROBLEM", problem)
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
