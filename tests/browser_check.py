@@ -223,7 +223,7 @@ PAGE_FACTS_JS = r"""
       .map(e => e.textContent).filter(t => /^\s*<Figure size [^>]*>\s*$/m.test(t));
   const ids = [...document.querySelectorAll('[id]')].map(e => e.id)
       .concat([...document.querySelectorAll('a[name]')].map(a => a.name));
-  return JSON.stringify({imgs, links, figureText, ids});
+  return JSON.stringify({imgs, links, figureText, ids, href: location.href});
 })()
 """
 
@@ -241,7 +241,7 @@ def site_pages(site_dir: Path) -> list[str]:
 @functools.lru_cache(maxsize=None)
 def _ids_in_file(path: Path) -> frozenset:
     text = path.read_text(errors="replace")
-    return frozenset(re.findall(r'\s(?:id|name)="([^"]+)"', text))
+    return frozenset(re.findall(r"""\s(?:id|name)=["']([^"']+)["']""", text))
 
 
 def _check_link(site_dir: Path, base: str, page: str, href: str, page_ids: set) -> str | None:
@@ -335,6 +335,7 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         for text in facts["figureText"]:
             report.problems.append(f"figure printed as text instead of drawn: {text.strip()[:80]}")
     page_ids = set(facts["ids"])
+    shown = unquote(urlsplit(facts["href"]).path)[len(urlsplit(site.base).path):]  # after any redirect
     seen = set()
     for href in facts["links"]:
         if not href.startswith(site.base):
@@ -344,7 +345,7 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         if href in seen:
             continue
         seen.add(href)
-        problem = _check_link(site_dir, site.base, page, href, page_ids)
+        problem = _check_link(site_dir, site.base, shown, href, page_ids)
         if problem:
             report.problems.append(problem)
     if screenshot is not None:

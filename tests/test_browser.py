@@ -1,0 +1,143 @@
+"""The built book, opened page by page in headless Chromium as a reader would (see browser_check.py).
+
+Runs on an already-built ``_build/html`` (``make book``). Without a built book or
+without Chromium the check skips and says why, unless ``REQUIRE_BROWSER_CHECK=1``
+(set by ``.ci/run``), where that is a failure. Screenshots of the landing page and
+of a chapter are kept in ``artifacts/``.
+"""
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import browser_check
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "_build" / "html"
+ARTIFACTS = ROOT / "artifacts"
+REQUIRED = os.environ.get("REQUIRE_BROWSER_CHECK") == "1"
+CHROMIUM = browser_check.find_chromium()
+
+
+def skip_or_fail(reason):
+    if REQUIRED:
+        pytest.fail(f"{reason} (REQUIRE_BROWSER_CHECK=1)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    if CHROMIUM is None:
+        skip_or_fail("Chromium is not installed (Debian: apt-get install chromium)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def book_report(chromium):
+    if not (SITE / "book" / "index.html").is_file():
+        skip_or_fail(f"the book is not built ({SITE} has no book/index.html); run `make book` first")
+    shots = {"book/index.html": ARTIFACTS / "landing.png"}
+    chapters = sorted(p.relative_to(SITE).as_posix() for p in (SITE / "notebooks").glob("*.html"))
+    if chapters:
+        # the chapter whose result the landing page shows, else the first one
+        fitted = [c for c in chapters if c.startswith("notebooks/04")]
+        chapter = (fitted or chapters)[0]
+        shots[chapter] = ARTIFACTS / f"chapter-{Path(chapter).stem}.png"
+    return browser_check.check_site(SITE, chromium, screenshots=shots)
+
+
+def toc_files():
+    return re.findall(r"^\s*(?:root|- file):\s*(\S+)", (ROOT / "_toc.yml").read_text(), flags=re.M)
+
+
+def test_every_page_renders_without_problems(book_report):
+    assert not book_report.problems, "problems a reader would see:\n" + "\n".join(book_report.problems)
+
+
+def test_every_page_of_the_toc_was_opened(book_report):
+    opened = {p.path for p in book_report.pages}
+    missing = [f for f in toc_files() if f"{f}.html" not in opened]
+    assert not missing, f"pages in _toc.yml that the build did not produce: {missing}"
+
+
+def test_screenshots_were_saved(book_report):
+    assert book_report.screenshots
+    for shot in book_report.screenshots:
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000, shot
+
+
+def test_launch_buttons_open_the_same_notebooks_in_colab(book_report):
+    # Colab opens github.com/<repository.url>/blob/<branch>/<path>; that path must be the chapter's notebook.
+    config = (ROOT / "_config.yml").read_text()
+    block = re.search(r"^repository:\n((?:[ \t]+.*\n|\n)+)", config, flags=re.M).group(1)
+    url = re.search(r"^\s+url:\s*(\S+)", block, flags=re.M).group(1)
+    branch = re.search(r"^\s+branch:\s*(\S+)", block, flags=re.M).group(1)
+    prefix = "https://colab.research.google.com/github/" + url.removeprefix("https://github.com/") + f"/blob/{branch}/"
+    chapters = [p for p in book_report.pages if p.path.startswith("notebooks/")]
+    assert chapters
+    for page in chapters:
+        colab = [link for link in page.external_links if link.startswith("https://colab.research.google.com/")]
+        assert colab == [prefix + page.path.removesuffix(".html") + ".ipynb"], (page.path, colab)
+        assert (ROOT / page.path.removesuffix(".html")).with_suffix(".ipynb").is_file()
+
+
+# --- the check itself must be able to fail ---------------------------------------------------------
+
+PNG_1x1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2d8a5a40000000049454e44ae426082"
+)
+
+
+def tiny_site(root: Path, img_src="img/dot.png", link="page.html#there", script=""):
+    (root / "img").mkdir(parents=True)
+    (root / "img" / "dot.png").write_bytes(PNG_1x1)
+    (root / "index.html").write_text(
+        f"<!doctype html><html><body><h1 id='top'>Tiny</h1><img src='{img_src}' alt='dot'>"
+        f"<a href='{link}'>next</a><a href='#top'>top</a>{script}</body></html>")
+    (root / "page.html").write_text("<!doctype html><html><body><p id='there'>here</p>"
+                                    "<a href='index.html'>back</a></body></html>")
+    return root
+
+
+def problems(site, chromium):
+    return browser_check.check_site(site, chromium).problems
+
+
+def test_check_passes_a_sound_site(tmp_path, chromium):
+    assert problems(tiny_site(tmp_path), chromium) == []
+
+
+def test_check_catches_a_broken_image(tmp_path, chromium):
+    found = problems(tiny_site(tmp_path, img_src="img/missing.png"), chromium)
+    assert any("image did not load" in p and "missing.png" in p for p in found), found
+    assert any("404" in p for p in found), found
+
+
+def test_check_catches_a_broken_link_and_anchor(tmp_path, chromium):
+    assert any("broken link to nowhere.html" in p for p in problems(tiny_site(tmp_path / "a", link="nowhere.html"), chromium))
+    found = problems(tiny_site(tmp_path / "b", link="page.html#gone"), chromium)
+    assert any("page.html#gone" in p and "anchor" in p for p in found), found
+
+
+def test_check_catches_javascript_errors(tmp_path, chromium):
+    found = problems(tiny_site(tmp_path, script="<script>undefinedFunction()</script>"), chromium)
+    assert any("JavaScript exception" in p and "undefinedFunction" in p for p in found), found
+
+
+def test_check_catches_a_broken_image_in_a_built_page(tmp_path, chromium):
+    # The same on a real page of the book: copy the site, break the first <img> of the landing page.
+    if not (SITE / "book" / "index.html").is_file():
+        skip_or_fail("the book is not built; run `make book` first")
+    site = tmp_path / "html"
+    shutil.copytree(SITE, site, ignore=shutil.ignore_patterns("*.ipynb", "jupyter_execute"))
+    page = site / "book" / "index.html"
+    html = page.read_text()
+    broken, count = re.subn(r'(<img\b[^>]*?\bsrc=")((?!data:)[^"]+)(")', r"\1\2.broken.png\3", html, count=1)
+    assert count == 1, "the landing page has no <img> to break"
+    page.write_text(broken)
+    report = browser_check.check_site(site, chromium, pages=["book/index.html"])
+    assert any("image did not load" in p and ".broken.png" in p for p in report.problems), report.problems
