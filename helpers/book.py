@@ -1,0 +1,91 @@
+"""What a chapter hands to the book's other pages: animated turntables and glue.
+
+The landing page shows the reconstructed cow turning next to the target renders.
+Those frames exist only once Chapter 4 has fitted the grid, so Chapter 4 shows the
+animation and *glues* it (myst-nb's cross-document glue); ``book/index.md``
+pastes it by key. The landing page is therefore recomputed by every build that
+executes Chapter 4, and can never show an older fit than the chapter does.
+
+Images are ``(N, H, W, 3)`` tensors or arrays in [0, 1], row 0 at the top.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from .plotting import _numpy_images
+
+#: Glue keys the landing page ``book/index.md`` pastes (``tests/test_book.py`` checks both sides):
+#: the target renders turning (Chapter 1) and the fit next to them with its PSNR (Chapter 4).
+TARGETS_KEY = "landing-targets"
+RESULT_KEY = "landing-result"
+PSNR_KEY = "landing-psnr"
+
+
+def _frames_uint8(frames) -> np.ndarray:
+    frames = _numpy_images(frames)  # refuses NaN/inf
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
+    if frames.shape[0] < 2:
+        raise ValueError(f"An animation needs at least 2 frames, got {frames.shape[0]}.")
+    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def side_by_side(*views, gap: int = 4):
+    """Join equally long frame sequences ``(N, H, W, 3)`` left to right, ``gap`` white pixels apart."""
+    if not views:
+        raise ValueError("side_by_side needs at least one sequence of frames.")
+    arrays = [_numpy_images(v) for v in views]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"All sequences must have the same shape, got {[a.shape for a in arrays]}.")
+    n, h = arrays[0].shape[:2]
+    spacer = np.ones((n, h, gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
+    parts = [arrays[0]]
+    for a in arrays[1:]:
+        parts += [spacer, a]
+    return np.concatenate(parts, axis=2)
+
+
+def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
+    """Encode ``frames`` ``(N, H, W, 3)`` as a looping GIF, each frame shown ``frame_ms`` ms."""
+    if scale <= 0 or frame_ms <= 0:
+        raise ValueError(f"scale and frame_ms must be positive, got {scale} and {frame_ms}.")
+    pil = [Image.fromarray(f) for f in _frames_uint8(frames)]
+    if scale != 1:
+        size = (round(pil[0].width * scale), round(pil[0].height * scale))
+        pil = [p.resize(size, Image.LANCZOS) for p in pil]
+    buffer = io.BytesIO()
+    pil[0].save(buffer, format="GIF", save_all=True, append_images=pil[1:], duration=frame_ms, loop=0)
+    return buffer.getvalue()
+
+
+def gif_html(gif: bytes, alt: str):
+    """An HTML ``<img>`` with the GIF embedded, so the page needs no separate file."""
+    from IPython.display import HTML
+
+    if not alt:
+        raise ValueError("Give the animation an alt text that says what it shows.")
+    alt = alt.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+    src = "data:image/gif;base64," + base64.b64encode(gif).decode()
+    return HTML(f'<img src="{src}" alt="{alt}" style="max-width: 100%; image-rendering: auto;">')
+
+
+def glue(key: str, value) -> None:
+    """Show ``value`` here and store it under ``key`` for other pages of the book.
+
+    With myst-nb (the book's build) this is ``myst_nb.glue(key, value, display=True)``;
+    where myst-nb is not installed (Colab) it only displays ``value``.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        from IPython.display import display
+
+        display(value)
+        return
+    myst_glue(key, value, display=True)
+
