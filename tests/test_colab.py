@@ -210,3 +210,9 @@ def test_setup_cell_alone_clones_once_and_reruns(tmp_path, monkeypatch):
     assert sys.path[0] == str(root)
     clones, root = run_setup_cell(tmp_path, monkeypatch)  # Colab users re-run cells
     assert clones == [] and root == tmp_path / "volrender-book"
+
+
+def test_how_to_run_states_the_pins_the_cell_installs():
+    text = (ROOT / "book" / "how_to_run.md").read_text()
+    pins = requirement_pins()
+    assert f"pip install torch=={pins['torch']} easypytorch3d=={pins['easypytorch3d']}" in text
