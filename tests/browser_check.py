@@ -349,10 +349,19 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         if problem:
             report.problems.append(problem)
     if screenshot is not None:
-        shot = browser.send("Page.captureScreenshot", session=True, format="png")
         screenshot.parent.mkdir(parents=True, exist_ok=True)
-        screenshot.write_bytes(base64.b64decode(shot["data"]))
+        _screenshot(browser, screenshot)
+        if report.output_figures:  # and one of the first figure, which the top of a chapter does not show
+            browser.send("Runtime.evaluate", session=True, expression=(
+                "document.querySelector('.cell_output img').scrollIntoView({block: 'center'})"))
+            time.sleep(0.3)
+            _screenshot(browser, screenshot.with_name(screenshot.stem + "-figure.png"))
     return report
+
+
+def _screenshot(browser: Chromium, path: Path) -> None:
+    shot = browser.send("Page.captureScreenshot", session=True, format="png")
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def check_site(site_dir: Path, chromium: str | None = None, screenshots: dict[str, Path] | None = None,
