@@ -116,3 +116,29 @@ def test_every_pasted_key_is_glued_by_its_notebook(page, key, notebook):
     glued = set(re.findall(r"""glue\(\s*["']([^"']+)["']""", code))
     glued |= {constants[name] for name in re.findall(r"glue\(\s*book\.(\w+_KEY)", code) if name in constants}
     assert key in glued, f"{page} pastes {key!r}, but {notebook.name} glues only {sorted(glued)}"
+
+
+# --- every chapter has the textbook apparatus ------------------------------------------------------
+
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def markdown(path):
+    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
+def test_chapter_has_learn_summary_exercises_and_citations(path):
+    text = markdown(path)
+    assert "**You will learn**" in text.split("\n## ")[0], "the chapter should open with **You will learn**"
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert headings[-2:] == ["Summary", "Exercises"], f"the chapter should close with Summary then Exercises, not {headings[-2:]}"
+    exercises = re.findall(r"^:::\{exercise\}\s*\n:label:\s*(\S+)", text, flags=re.M)
+    solutions = re.findall(r"^:::\{solution\}\s*(\S+)\s*\n:class:\s*dropdown", text, flags=re.M)
+    assert 2 <= len(exercises) <= 4, f"{len(exercises)} exercises; the book asks for 2 to 4"
+    assert sorted(solutions) == sorted(exercises), "every exercise needs one hidden (dropdown) solution"
+    assert re.search(r"\{cite(:\w+)?\}`", text), "cite the bibliography ({cite}`key`) where an idea comes from"
+    keys = set(re.findall(r"@\w+\{([^,]+),", (ROOT / "book" / "references.bib").read_text()))
+    for cited in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text):
+        for key in cited.split(","):
+            assert key.strip() in keys, f"{key.strip()} is not in book/references.bib"
