@@ -299,6 +299,11 @@ class Renderer(torch.nn.Module):
         self.raysampler, self.raymarcher = raysampler, raymarcher
 
     def forward(self, cameras, volumes, **kwargs):
+        from pytorch3d.structures import Volumes
+
+        if not isinstance(volumes, Volumes):
+            raise TypeError(f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; "
+                            "wrap the grids with Volumes(densities=..., features=..., voxel_size=...).")
         densities, features = volumes.densities(), volumes.features()
         sizes = volumes.get_grid_sizes()
         if not (sizes == torch.tensor(densities.shape[2:], device=sizes.device)).all():
