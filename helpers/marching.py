@@ -96,8 +96,9 @@ def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = Tru
     ``local`` is ``(x, y, z)`` in grid_sample's convention; outside the grid the
     volume is zero (``padding_mode="zeros"``). Written out by hand, it gives the same
     numbers as ``grid_sample(grid, local[:, :, None, None], mode="bilinear")`` (which
-    calls a 3-D linear interpolation "bilinear"). Its backward pass keeps an index and
-    a weight per corner, about 100 bytes per point; ``grid_sample`` needs a tenth of that.
+    calls a 3-D linear interpolation "bilinear"). For the backward pass it keeps an index
+    and a weight for each of the 8 corners of every point (about 100 bytes), where
+    ``grid_sample`` keeps the point's 3 coordinates: clear rather than frugal.
     """
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
