@@ -257,9 +257,11 @@ def test_visual_hull_of_a_sphere_seen_along_the_axes():
     """Far, narrow cameras on the six half-axes see nearly parallel projections, so the hull
     of a sphere is close to the intersection of three cylinders (a Steinmetz solid)."""
     centre, radius, n = torch.tensor([0.4, 0.2, -0.1]), 0.5, 40
-    eye = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]) * 30 + centre
+    # the cameras look at the origin, so the sphere is off-centre in every image and a
+    # mirrored projection would carve it away
+    eye = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]) * 30
     up = torch.tensor([[0.0, 1, 0]] * 2 + [[0.0, 0, 1]] * 2 + [[0.0, 1, 0]] * 2)
-    R, T = look_at_view_transform(eye=eye, at=centre[None].expand(6, 3), up=up)
+    R, T = look_at_view_transform(eye=eye, at=torch.zeros(6, 3), up=up)
     cameras = FoVPerspectiveCameras(R=R, T=T, fov=8.0)  # the image spans ±2.1 around the sphere
     sil = _sphere_silhouettes(cameras, centre, radius, 96)
     hull = rays.visual_hull(sil, cameras, grid_size=n, extent=3.0, dilate=0)
