@@ -266,7 +266,7 @@ class FitSettings:
 #: The CPU default (Chapter 4 explains the choice): the seed's grid, renderer,
 #: loss and optimiser, but each step renders 1,024 random rays from each of
 #: its 10 images instead of all 16,384, and there are fewer steps.
-CPU_SETTINGS = dict(n_rays_per_image=1024, n_iter=160, eval_every=40)
+CPU_SETTINGS = dict(n_rays_per_image=1024, n_iter=200, eval_every=50)
 
 
 def default_settings(device=None) -> FitSettings:

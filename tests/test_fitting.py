@@ -136,18 +136,18 @@ def test_a_small_fit_learns_the_cow():
     above the untrained fog's."""
     train = data.generate_cow_renders(num_views=40, image_size=32, device="cpu")
     heldout = data.generate_heldout_renders(image_size=32, n_between=8, n_elevated=4, device="cpu")
-    settings = fitting.FitSettings(volume_size=32, n_pts_per_ray=48, batch_size=8, n_iter=80,
-                                   n_rays_per_image=256, eval_every=40)
+    settings = fitting.FitSettings(volume_size=32, n_pts_per_ray=40, batch_size=6, n_iter=60,
+                                   n_rays_per_image=192, eval_every=30)
     calls = []
     model, history = fitting.fit(train, heldout, settings, device="cpu", progress=False,
                                  callback=lambda it, m, ev: calls.append((it, ev["images"].shape)))
-    assert history.iterations == list(range(1, 81)) and len(history.losses) == 80
-    assert history.eval_iterations == [0, 40, 80] and [c[0] for c in calls] == [0, 40, 80]
+    assert history.iterations == list(range(1, 61)) and len(history.losses) == 60
+    assert history.eval_iterations == [0, 30, 60] and [c[0] for c in calls] == [0, 30, 60]
     assert calls[0][1] == (12, 32, 32, 3)
     assert all(b >= a for a, b in zip(history.seconds, history.seconds[1:]))
     first, last = sum(history.losses[:5]) / 5, sum(history.losses[-5:]) / 5
     assert last < 0.5 * first
-    assert history.psnr[-1] > history.psnr[0] + 8  # the fog scores about 9 dB
+    assert history.psnr[-1] > history.psnr[0] + 6  # at least four times less squared error than the fog
     assert history.iou[-1] > 0.85 > history.iou[0]
     out = model(heldout.cameras()[[0]])  # the returned model renders whole images
     assert out.shape == (1, 32, 32, 4)
