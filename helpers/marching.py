@@ -1,0 +1,319 @@
+"""Chapter 3: sampling a voxel grid along rays and marching the rays into pixels.
+
+From-scratch twins of PyTorch3D's volume rendering parts, in plain PyTorch:
+
+- ``sample_volume``       trilinear sampling of densities and features at world
+                          points, the twin of ``VolumeSampler`` (Volumes conventions);
+- ``emission_absorption`` / ``EmissionAbsorption``  the twin of
+                          ``EmissionAbsorptionRaymarcher``;
+- ``absorption_only`` / ``AbsorptionOnly``  the twin of ``AbsorptionOnlyRaymarcher``;
+- ``alpha_from_sigma``    the step-length-aware opacity ``1 - exp(-sigma * delta)``
+                          (NeRF's quadrature), which PyTorch3D's raymarcher does not apply;
+- ``Renderer``            raysampler + volume sampling + raymarcher, the twin of
+                          ``VolumeRenderer``.
+
+Conventions (those of ``pytorch3d.structures.Volumes``):
+
+- densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
+- *local* coordinates ``(x, y, z)`` in ``[-1, 1]`` index width, height and depth, in that
+  order (the reverse of the tensor's dimension order), as ``torch.nn.functional.grid_sample``.
+- world <-> local, with ``size = (W, H, D)``::
+
+      x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation
+      x_local = (x_world + volume_translation) / (0.5 * voxel_size * (size - 1))
+
+  Note the minus sign: the volume's centre sits at ``-volume_translation`` in the world.
+- ``align_corners=True`` (the default): local -1 and +1 are the *centres* of the corner
+  voxels, so neighbouring voxel centres are exactly ``voxel_size`` apart. With ``False``
+  they are the outer *faces* of the corner voxels (grid_sample's meaning), while the
+  world mapping above is unchanged, so voxel centres end up ``voxel_size * (n-1)/n`` apart.
+
+Rays come from any raysampler returning PyTorch3D's ``RayBundle`` (``origins (B, ..., 3)``,
+``directions (B, ..., 3)``, ``lengths (B, ..., P)``); a ray's points are
+``origins + lengths * directions``. Chapter 2's ``helpers.rays.GridRaysampler`` and
+PyTorch3D's ``NDCMultinomialRaysampler`` are interchangeable here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Sampled densities are convex combinations of voxel values, so they stay in [0, 1] up to
+# rounding; this tolerance accepts rounding and nothing else.
+_BOUNDS_TOL = 1e-5
+
+
+def _check_finite(name: str, x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values; check what produced it "
+                         "(e.g. a diverged optimisation or a division by zero).")
+
+
+def _check_unit_interval(name: str, x: torch.Tensor) -> None:
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -_BOUNDS_TOL or hi > 1 + _BOUNDS_TOL:
+        raise ValueError(
+            f"{name} must lie in [0, 1] for PyTorch3D's emission-absorption form (each value is "
+            f"the opacity of one sample), got values in [{lo:.4g}, {hi:.4g}]. Squash raw values "
+            "with torch.sigmoid, or convert a physical density sigma >= 0 with alpha_from_sigma."
+        )
+
+
+def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tensor:
+    """``value`` (scalar, 3 numbers, ``(3,)``, ``(1, 3)``, ``(B, 1)`` or ``(B, 3)``) as ``(B, 3)``."""
+    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if t.ndim == 0 or t.shape == (1,):
+        t = t.reshape(1, 1).expand(1, 3)
+    elif t.shape == (3,):
+        t = t[None]
+    if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] not in (1, 3):
+        raise ValueError(f"{name} must be a number, 3 numbers, or a tensor of shape (3,), (1, 3), "
+                         f"({batch}, 1) or ({batch}, 3); got shape {tuple(t.shape)}.")
+    _check_finite(name, t)
+    return t.expand(batch, 3)
+
+
+def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translation=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    """Map world points ``(B, ..., 3)`` to a volume's local coordinates ``(B, ..., 3)``.
+
+    ``grid_size`` is the volume's ``(D, H, W)``; ``voxel_size`` and
+    ``volume_translation`` are as in ``Volumes`` (see the module docstring).
+    """
+    batch = points.shape[0]
+    depth, height, width = (int(s) for s in grid_size)
+    if min(depth, height, width) < 2:
+        raise ValueError(f"Every spatial size of the volume must be at least 2, got (D, H, W) = {tuple(grid_size)}.")
+    size_xyz = torch.tensor([width, height, depth], dtype=points.dtype, device=points.device)
+    half_extent = 0.5 * _per_volume(voxel_size, batch, "voxel_size", points) * (size_xyz - 1)  # (B, 3)
+    shift = _per_volume(volume_translation, batch, "volume_translation", points)
+    view = (batch,) + (1,) * (points.ndim - 2) + (3,)
+    return (points + shift.reshape(view)) / half_extent.reshape(view)
+
+
+def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
+    """Trilinear interpolation of ``grid`` ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``.
+
+    ``local`` is ``(x, y, z)`` in grid_sample's convention; outside the grid the
+    volume is zero (``padding_mode="zeros"``). Written out by hand, it gives the same
+    numbers as ``grid_sample(grid, local[:, :, None, None], mode="bilinear")`` (which
+    calls a 3-D linear interpolation "bilinear"). For the backward pass it keeps an index
+    and a weight for each of the 8 corners of every point (about 100 bytes), where
+    ``grid_sample`` keeps the point's 3 coordinates: clear rather than frugal.
+    """
+    batch, channels = grid.shape[:2]
+    sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
+    # Zero padding made literal: a border of zero voxels, so every corner index is valid.
+    padded = torch.nn.functional.pad(grid, (1, 1, 1, 1, 1, 1)).reshape(batch, channels, -1)
+    strides = (1, sizes[0] + 2, (sizes[0] + 2) * (sizes[1] + 2))  # of x, y, z in the flattened padded grid
+    lows, highs = [], []  # per axis: (flat offset, weight) of the lower and upper neighbour
+    for axis, n in enumerate(sizes):
+        u = local[..., axis]
+        # continuous voxel index: -1 -> 0 and +1 -> n-1 (centres), or -1 -> -0.5 and +1 -> n-0.5 (faces)
+        index = (u + 1) * 0.5 * (n - 1) if align_corners else ((u + 1) * n - 1) * 0.5
+        lower = torch.floor(index)
+        frac = index - lower
+        # +1 for the border; clamping sends any neighbour outside the grid to a zero voxel
+        lower = lower.long() + 1
+        lows.append((lower.clamp(0, n + 1) * strides[axis], 1 - frac))
+        highs.append(((lower + 1).clamp(0, n + 1) * strides[axis], frac))
+    out = 0
+    for corner in range(8):  # corner bits (x, y, z): 0 = lower neighbour, 1 = upper
+        (ox, wx), (oy, wy), (oz, wz) = [(highs if (corner >> axis) & 1 else lows)[axis] for axis in range(3)]
+        values = padded.gather(2, (ox + oy + oz)[:, None, :].expand(batch, channels, -1))  # (B, C, P)
+        out = out + values * (wx * wy * wz)[:, None, :]
+    return out.transpose(1, 2)
+
+
+def sample_volume(densities: torch.Tensor, features: torch.Tensor | None, points: torch.Tensor, voxel_size,
+                  volume_translation=(0.0, 0.0, 0.0), align_corners: bool = True):
+    """Sample a batch of voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``.
+
+    Args:
+        densities: ``(B, 1, D, H, W)``.
+        features: ``(B, C, D, H, W)`` or ``None``.
+        points: world points ``(B, ..., 3)``, e.g. ``(B, H_img, W_img, P, 3)`` ray points.
+        voxel_size, volume_translation, align_corners: as in ``Volumes``.
+
+    Returns:
+        ``point_densities (B, ..., 1)`` and ``point_features (B, ..., C)`` (``C = 0``
+        when ``features`` is None), trilinearly interpolated, zero outside the volume.
+    """
+    if densities.ndim != 5 or densities.shape[1] != 1:
+        raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
+    if features is not None and (features.ndim != 5 or features.shape[0] != densities.shape[0]
+                                 or features.shape[2:] != densities.shape[2:]):
+        raise ValueError(f"features must have shape (B, C, D, H, W) matching densities {tuple(densities.shape)} "
+                         f"in B, D, H and W; got {tuple(features.shape)}.")
+    if points.ndim < 2 or points.shape[-1] != 3:
+        raise ValueError(f"points must have shape (B, ..., 3), got {tuple(points.shape)}.")
+    if points.shape[0] != densities.shape[0]:
+        raise ValueError(f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; "
+                         "expand the volume to the camera batch (tensor.expand) so each ray batch has its volume.")
+    _check_finite("densities", densities)
+    _check_finite("points", points)
+    grid = densities if features is None else torch.cat([densities, features], dim=1)
+    if features is not None:
+        _check_finite("features", features)
+    local = world_to_local(points, densities.shape[2:], voxel_size, volume_translation)
+    values = trilinear(grid, local.reshape(points.shape[0], -1, 3), align_corners)  # (B, P_all, 1 + C)
+    values = values.reshape(*points.shape[:-1], grid.shape[1])
+    return values[..., :1], values[..., 1:]
+
+
+def volume_geometry(volumes):
+    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` of a ``pytorch3d.structures.Volumes``.
+
+    ``Volumes`` keeps only its local-to-world matrix (row vectors:
+    ``x_world = x_local @ M[:3, :3] + M[3, :3]``); we read the two back from it.
+    """
+    matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
+    linear = matrix[:, :3, :3]
+    scale = torch.diagonal(linear, dim1=1, dim2=2)
+    if not torch.equal(linear, torch.diag_embed(scale)):
+        raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
+    size_xyz = volumes.get_grid_sizes().flip(-1).to(matrix.dtype)  # (D, H, W) -> (W, H, D)
+    return 2.0 * scale / (size_xyz - 1), -matrix[:, 3, :3]
+
+
+def emission_absorption(densities: torch.Tensor, features: torch.Tensor, eps: float = 1e-10,
+                        surface_thickness: int = 1) -> torch.Tensor:
+    """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``.
+
+    Args:
+        densities: ``(..., P, 1)`` per-sample opacities in [0, 1], nearest sample first.
+        features: ``(..., P, C)`` per-sample colours (or any features).
+        eps: added to ``1 - density`` inside the transmittance, as PyTorch3D does. In
+            float32 ``1 + 1e-10`` rounds to 1, so the default only matters in float64.
+        surface_thickness: how far the transmittance is shifted along the ray. 1
+            (PyTorch3D's default) makes sample i see only the samples *before* it;
+            0 (not allowed by PyTorch3D) includes sample i itself, for comparison.
+
+    Returns:
+        ``(..., C + 1)``: the rendered features ``sum_i w_i f_i`` with
+        ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
+    """
+    if densities.ndim < 2 or densities.shape[-1] != 1:
+        raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
+    if features.shape[:-1] != densities.shape[:-1]:
+        raise ValueError(f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree in "
+                         "every dimension but the last (rays and samples per ray).")
+    if surface_thickness < 0 or surface_thickness > densities.shape[-2]:
+        raise ValueError(f"surface_thickness must be between 0 and the number of samples, got {surface_thickness}.")
+    _check_finite("densities", densities)
+    _check_finite("features", features)
+    _check_unit_interval("densities", densities)
+    d = densities[..., 0]  # (..., P)
+    survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample
+    k = surface_thickness
+    # shift by k samples: the light reaching sample i is what survived samples 0 .. i-k
+    transmittance = torch.cat([torch.ones_like(d[..., :k]), survive[..., : d.shape[-1] - k]], dim=-1)
+    weights = d * transmittance
+    rendered = (weights[..., None] * features).sum(dim=-2)
+    opacity = 1.0 - torch.prod(1.0 - d, dim=-1, keepdim=True)
+    return torch.cat([rendered, opacity], dim=-1)
+
+
+def absorption_only(densities: torch.Tensor) -> torch.Tensor:
+    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of rays with densities ``(..., P, 1)`` in [0, 1].
+
+    The twin of PyTorch3D's ``AbsorptionOnlyRaymarcher``: a silhouette renderer.
+    """
+    if densities.ndim < 2 or densities.shape[-1] != 1:
+        raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
+    _check_finite("densities", densities)
+    _check_unit_interval("densities", densities)
+    return 1.0 - torch.prod(1.0 - densities[..., 0], dim=-1, keepdim=True)
+
+
+class EmissionAbsorption(torch.nn.Module):
+    """Raymarcher module around ``emission_absorption`` with PyTorch3D's call signature."""
+
+    def __init__(self, surface_thickness: int = 1, eps: float = 1e-10):
+        super().__init__()
+        self.surface_thickness, self.eps = surface_thickness, eps
+
+    def forward(self, rays_densities, rays_features, **kwargs):
+        return emission_absorption(rays_densities, rays_features, eps=self.eps,
+                                   surface_thickness=self.surface_thickness)
+
+
+class AbsorptionOnly(torch.nn.Module):
+    """Raymarcher module around ``absorption_only`` (features are ignored)."""
+
+    def forward(self, rays_densities, rays_features=None, **kwargs):
+        return absorption_only(rays_densities)
+
+
+def alpha_from_sigma(sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature).
+
+    Args:
+        sigma: physical densities ``(..., P, 1)``, >= 0, in inverse world units.
+        lengths: ``(..., P)`` sample positions along each ray, increasing.
+        directions: ``(..., 3)`` ray directions; ``delta`` is measured in world units,
+            ``|direction| * (t_{i+1} - t_i)``. ``None`` treats them as unit vectors.
+
+    The last sample is given the same step as the one before it (each sample stands for
+    the interval that starts at it). Feed the result to ``emission_absorption`` to
+    render with a result that does not depend on how many samples the ray has.
+    """
+    if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
+        raise ValueError(f"sigma must have shape lengths.shape + (1,) = {tuple(lengths.shape) + (1,)}, got {tuple(sigma.shape)}.")
+    if lengths.shape[-1] < 2:
+        raise ValueError("alpha_from_sigma needs at least two samples per ray to know the step.")
+    _check_finite("sigma", sigma)
+    if sigma.min() < 0:
+        raise ValueError("sigma is a physical density and must be >= 0.")
+    steps = lengths.diff(dim=-1)
+    steps = torch.cat([steps, steps[..., -1:]], dim=-1)
+    if directions is not None:
+        steps = steps * directions.norm(dim=-1, keepdim=True)
+    return 1.0 - torch.exp(-sigma * steps[..., None])
+
+
+def _ray_points(bundle) -> torch.Tensor:
+    """Points ``origins + lengths * directions`` ``(B, ..., P, 3)`` of a ``RayBundle``.
+
+    The same as Chapter 2's ``helpers.rays.ray_points``; repeated here so this module
+    does not depend on which raysampler is used.
+    """
+    return bundle.origins[..., None, :] + bundle.lengths[..., :, None] * bundle.directions[..., None, :]
+
+
+class Renderer(torch.nn.Module):
+    """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``.
+
+    ``Renderer(raysampler, raymarcher)``: the raysampler is any module whose
+    ``forward(cameras=..., **kwargs)`` returns a ``RayBundle`` (PyTorch3D's
+    ``NDCMultinomialRaysampler``, or Chapter 2's ``helpers.rays.GridRaysampler``);
+    the raymarcher is called as ``raymarcher(rays_densities=..., rays_features=...,
+    ray_bundle=...)`` (``EmissionAbsorption`` here, or PyTorch3D's raymarchers).
+
+    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)`` with images
+    ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
+    """
+
+    def __init__(self, raysampler, raymarcher):
+        super().__init__()
+        if not callable(raysampler) or not callable(raymarcher):
+            raise TypeError("Renderer(raysampler, raymarcher) needs two callables (modules).")
+        self.raysampler, self.raymarcher = raysampler, raymarcher
+
+    def forward(self, cameras, volumes, **kwargs):
+        from pytorch3d.structures import Volumes
+
+        if not isinstance(volumes, Volumes):
+            raise TypeError(f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; "
+                            "wrap the grids with Volumes(densities=..., features=..., voxel_size=...).")
+        densities, features = volumes.densities(), volumes.features()
+        sizes = volumes.get_grid_sizes()
+        if not (sizes == torch.tensor(densities.shape[2:], device=sizes.device)).all():
+            raise ValueError("All volumes in the batch must have the same size (D, H, W); "
+                             f"got {sizes.tolist()}.")
+        ray_bundle = self.raysampler(cameras=cameras, **kwargs)
+        voxel_size, translation = volume_geometry(volumes)
+        rays_densities, rays_features = sample_volume(
+            densities, features, _ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners())
+        images = self.raymarcher(rays_densities=rays_densities, rays_features=rays_features,
+                                 ray_bundle=ray_bundle, **kwargs)
+        return images, ray_bundle
