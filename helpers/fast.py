@@ -530,9 +530,12 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     origins, directions = camera_rays(cameras, image_size)
     n_views = origins.shape[0]
     origins, directions = origins.reshape(-1, 3), directions.reshape(-1, 3)
-    near, far = torch.zeros_like(origins[:, 0]), torch.zeros_like(origins[:, 0])
-    cand = footprint(occupancy, cameras, image_size).reshape(-1).nonzero()[:, 0]  # skip rays that cannot hit
-    near[cand], far[cand] = clip_to_hull(origins[cand], directions[cand], occupancy)
+    if occupancy.grid.all():  # no hull: the box is all there is
+        near, far = ray_box(origins, directions, occupancy.half)
+    else:
+        near, far = torch.zeros_like(origins[:, 0]), torch.zeros_like(origins[:, 0])
+        cand = footprint(occupancy, cameras, image_size).reshape(-1).nonzero()[:, 0]  # skip rays that cannot hit
+        near[cand], far[cand] = clip_to_hull(origins[cand], directions[cand], occupancy)
     keep = far > near
     view = torch.arange(n_views, device=origins.device).repeat_interleave(image_size * image_size)
     return TrainRays(origins[keep], directions[keep], near[keep], far[keep], views.images.reshape(-1, 3)[keep],
