@@ -34,7 +34,7 @@ def ladder(n_iter: int):
     base = fast.FastSettings(n_iter=n_iter, eval_every=n_iter, hull=False, random_rays=False, fused=False,
                              density="sigmoid", coarse_size=0, coarse_fraction=0.0, tv_weight=0.0,
                              schedule="step", sparse_adam=False)
-    rungs = [("box only, image batches (Ch. 4's work)", base)]
+    rungs = [("box only, 10-image batches, sigmoid", base)]
     steps = [
         ("+ visual hull skipping", dict(hull=True)),
         ("+ random rays across views", dict(random_rays=True)),
