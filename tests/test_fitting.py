@@ -101,7 +101,12 @@ def test_default_settings_are_the_seed_recipe_on_a_gpu():
     assert (gpu.volume_size, gpu.n_pts_per_ray, gpu.batch_size, gpu.n_iter, gpu.lr, gpu.lr_drop_at,
             gpu.n_rays_per_image, gpu.min_depth, gpu.max_depth) == (128, 150, 10, 300, 0.1, 0.75, None, 0.1, 3.0)
     cpu = fitting.default_settings("cpu")
-    assert cpu.n_rays_per_image is not None and cpu.volume_size == 128 and cpu.n_pts_per_ray == 150
+    assert cpu.n_rays_per_image is not None and cpu.volume_size == 128
+    # the CPU's points must span every depth at which a camera 2.7 away can meet the volume's box
+    # (the seed's 0.1-3.0 stops short of the cow's far side), at about one point per voxel or denser
+    half = cpu.volume_extent / 2
+    assert cpu.min_depth <= data.CAMERA_DIST - half and cpu.max_depth >= data.CAMERA_DIST + half
+    assert (cpu.max_depth - cpu.min_depth) / cpu.n_pts_per_ray <= 1.5 * cpu.voxel_size
     cpu.check(n_views=40, n_pixels=128 * 128)
 
 
