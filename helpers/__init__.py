@@ -1,15 +1,17 @@
-"""Shared code for the book *Differentiable Volumetric Rendering*.
+"""Shared code for the book *Differentiable Volumetric Rendering*, one module per chapter topic.
 
-One module per chapter topic, each function introduced in the chapter that first
-teaches it:
+Each public function's docstring names the section that teaches it ("Defined in §2.4").
 
-- ``data``      Chapter 1: the cow mesh, multi-view renders, held-out views, caching.
-- ``rays``      Chapter 2: a from-scratch grid raysampler, the volume's box, the visual hull.
+- ``data``      Chapter 1: the cow mesh, cameras, multi-view renders, held-out views, the device.
+- ``rays``      Chapter 2: NDC, projection, the grid raysampler, camera rays, ray-box clipping.
+- ``hull``      Chapter 2 (used again in 5): the visual hull and occupancy lookups.
 - ``marching``  Chapter 3: trilinear volume sampling, emission-absorption raymarching, the renderer.
-- ``fitting``   Chapter 4: the loss, the metrics, the model and the training loop.
-- ``fast``      Chapter 5: the fast CPU fit.
-- ``plotting``  figures shared by several chapters.
-- ``colab``     the notebooks' setup cell: makes a chapter self-sufficient in Colab.
-"""
+- ``metrics``   Chapter 4 (used by 5 and the benchmark): loss, PSNR, IoU, evaluation, fit history.
+- ``fitting``   Chapter 4: the model, settings, the training loop, saving and loading fits.
+- ``fast``      Chapter 5: the fast recipe, built from the pieces of Chapters 2-4.
+- ``plotting``, ``book``: figures and what a chapter hands to other pages.
+- ``colab``     the notebooks' setup cell; it imports nothing heavy, so it can install torch first.
+- ``checks``    argument checks with one wording for every module.
 
-from .data import pick_device  # noqa: F401
+Nothing is imported here, so ``import helpers.colab`` does not import torch.
+"""

@@ -1,4 +1,4 @@
-"""Chapter 1: the cow mesh and the multi-view dataset rendered from it.
+"""Chapter 1: the cow mesh, the cameras and the multi-view dataset rendered from them.
 
 Conventions (PyTorch3D's): world +Y is up, the cow faces -Z, cameras are
 ``FoVPerspectiveCameras`` looking at the origin from ``dist`` = 2.7, and images
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from . import checks
 
 #: The three files of Keenan Crane's "Spot" (public domain) and their sha256 sums.
 COW_FILES = {
@@ -46,7 +48,10 @@ CAMERA_DIST = 2.7
 
 
 def pick_device() -> torch.device:
-    """``cuda:0`` when a GPU is available, otherwise the CPU (the tested path)."""
+    """``cuda:0`` when a GPU is available, otherwise the CPU. Defined in §1.1.
+
+    Each chapter calls this once; every helper then takes the device from its inputs.
+    """
     return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 
 
@@ -186,6 +191,15 @@ def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
     return FoVPerspectiveCameras(device=device, R=R, T=T)
 
 
+def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+    """World positions ``(N, 3)`` of cameras with PyTorch3D's ``R`` ``(N, 3, 3)`` and ``T`` ``(N, 3)``.
+
+    Defined in §1.6. PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
+    (row vectors), so the centre, where ``X_view = 0``, is ``-T @ R^T``.
+    """
+    return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
+
+
 def render_views(mesh, cameras, image_size: int = 128):
     """Render RGB images and binary silhouettes of ``mesh`` in one rasterisation.
 
@@ -261,7 +275,7 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
     ones. Here the views are spread over the range without repeating the end
     point when the range closes the circle.
     """
-    _check_positive_int("num_views", num_views)
+    num_views = checks.integer("num_views", num_views)
     closed = 2 * azimuth_range >= 360.0
     azim = torch.linspace(-azimuth_range, azimuth_range, num_views + int(closed))[:num_views] + 180.0
     if num_views == 1:
@@ -285,11 +299,6 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
     return elev, torch.cat([between, ring])
 
 
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-
-
 def _dataset_key(**params) -> str:
     import pytorch3d
 
@@ -299,8 +308,7 @@ def _dataset_key(**params) -> str:
 
 def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
     """Render the normalised cow from the given angles (no caching)."""
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}.")
+    image_size = checks.integer("image_size", image_size, minimum=8)
     device = torch.device(device) if device is not None else pick_device()
     mesh = load_cow_mesh(data_dir, device=device)
     cameras = make_cameras(elev, azim, device=device)
@@ -324,7 +332,7 @@ def generate_cow_renders(
     the pixels (and the mesh checksums, PyTorch3D's version and
     ``DATASET_VERSION``), so a second call loads in well under a second.
     """
-    _check_positive_int("num_views", num_views)
+    num_views = checks.integer("num_views", num_views)
     elev, azim = training_angles(num_views, azimuth_range, elevation)
     return _cached_render("train", elev, azim, image_size, device, data_dir, cache, verbose)
 
@@ -334,7 +342,7 @@ def generate_heldout_renders(
     elevation: float = 25.0, device=None, data_dir=None, cache: bool = True, verbose: bool = False,
 ) -> CowViews:
     """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views."""
-    _check_positive_int("num_views", num_views)
+    num_views = checks.integer("num_views", num_views)
     if n_between < 0 or n_elevated < 0 or n_between + n_elevated == 0:
         raise ValueError(f"Need at least one held-out view, got n_between={n_between}, n_elevated={n_elevated}.")
     if n_between > num_views:
@@ -344,8 +352,7 @@ def generate_heldout_renders(
 
 
 def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbose) -> CowViews:
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an integer of at least 8 pixels, got {image_size!r}.")
+    image_size = checks.integer("image_size", image_size, minimum=8)
     device = torch.device(device) if device is not None else pick_device()
     key = _dataset_key(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size)
     path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"

@@ -38,15 +38,16 @@ from __future__ import annotations
 
 import torch
 
+from . import checks
+from .rays import ray_points
+
 # Sampled densities are convex combinations of voxel values, so they stay in [0, 1] up to
 # rounding; this tolerance accepts rounding and nothing else.
 _BOUNDS_TOL = 1e-5
 
 
 def _check_finite(name: str, x: torch.Tensor) -> None:
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contains NaN or infinite values; check what produced it "
-                         "(e.g. a diverged optimisation or a division by zero).")
+    checks.finite(name, x, "check what produced it (e.g. a diverged optimisation or a division by zero)")
 
 
 def _check_unit_interval(name: str, x: torch.Tensor) -> None:
@@ -271,15 +272,6 @@ def alpha_from_sigma(sigma: torch.Tensor, lengths: torch.Tensor, directions: tor
     return 1.0 - torch.exp(-sigma * steps[..., None])
 
 
-def _ray_points(bundle) -> torch.Tensor:
-    """Points ``origins + lengths * directions`` ``(B, ..., P, 3)`` of a ``RayBundle``.
-
-    The same as Chapter 2's ``helpers.rays.ray_points``; repeated here so this module
-    does not depend on which raysampler is used.
-    """
-    return bundle.origins[..., None, :] + bundle.lengths[..., :, None] * bundle.directions[..., None, :]
-
-
 class Renderer(torch.nn.Module):
     """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``.
 
@@ -313,7 +305,7 @@ class Renderer(torch.nn.Module):
         ray_bundle = self.raysampler(cameras=cameras, **kwargs)
         voxel_size, translation = volume_geometry(volumes)
         rays_densities, rays_features = sample_volume(
-            densities, features, _ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners())
+            densities, features, ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners())
         images = self.raymarcher(rays_densities=rays_densities, rays_features=rays_features,
                                  ray_bundle=ray_bundle, **kwargs)
         return images, ray_bundle

@@ -59,21 +59,3 @@ def image_grid(images, rows: int | None = None, cols: int | None = None, titles=
     if suptitle:
         fig.suptitle(suptitle)
     return fig
-
-
-def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """World positions ``(N, 3)`` of cameras given PyTorch3D's ``R`` ``(N, 3, 3)`` and ``T`` ``(N, 3)``.
-
-    PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
-    (row vectors), so the centre, where ``X_view = 0``, is ``-T @ R^T``.
-    """
-    return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
-
-
-def plot_cameras(ax, R, T, color="tab:blue", label=None, axis_length: float = 0.3):
-    """Draw camera centres and their viewing directions (+Z of view space) on a 3-D axis."""
-    centers = camera_centers(R, T).detach().cpu().numpy()
-    forward = R[:, :, 2].detach().cpu().numpy()  # the third column of R is view +Z in world coordinates
-    ax.scatter(*centers.T, color=color, s=12, label=label, depthshade=False)
-    ax.quiver(*centers.T, *(forward * axis_length).T, color=color, linewidth=0.8)
-    return ax

@@ -13,35 +13,33 @@ Conventions (PyTorch3D's):
 
 ``GridRaysampler`` is a from-scratch twin of PyTorch3D's ``NDCMultinomialRaysampler``
 for ``FoVPerspectiveCameras``; it can replace it inside ``VolumeRenderer``.
-The volume helpers at the end (box test, silhouette-carved hull, sample
-accounting) index voxels like ``pytorch3d.structures.Volumes``: ``grid[z, y, x]``,
-voxel centres from ``-(n-1)/2 * voxel_size`` to ``+(n-1)/2 * voxel_size``.
+``camera_rays`` gives the same rays with unit directions (a ray's parameter is then a
+distance), and ``ray_box`` clips rays to the volume's cube, as Chapter 5 needs.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from pytorch3d.renderer import FoVPerspectiveCameras
 from pytorch3d.renderer.implicit import RayBundle
 
-
-def _check_size(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+from . import checks
+from .data import camera_centers
 
 
-def _check_depths(n_pts_per_ray, min_depth, max_depth) -> None:
-    if not isinstance(n_pts_per_ray, int) or isinstance(n_pts_per_ray, bool) or n_pts_per_ray < 1:
-        raise ValueError(f"n_pts_per_ray must be an integer >= 1, got {n_pts_per_ray!r}.")
-    for name, value in (("min_depth", min_depth), ("max_depth", max_depth)):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    if min_depth < 0:
-        raise ValueError(f"min_depth={min_depth} is behind the camera; depths are distances along view +Z, use min_depth >= 0.")
+#: Side of the cube of world space the voxel grid fills, centred on the origin (the original
+#: tutorial's 3.0): the cow fits in [-1, 1]^3 and 3 leaves half a unit of margin around it.
+VOLUME_EXTENT = 3.0
+
+
+def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, float]:
+    n_pts_per_ray = checks.integer("n_pts_per_ray", n_pts_per_ray)
+    min_depth = checks.number("min_depth", min_depth, 0.0)
+    max_depth = checks.number("max_depth", max_depth)
     if min_depth >= max_depth:
-        raise ValueError(f"min_depth={min_depth} must be smaller than max_depth={max_depth}.")
+        raise ValueError(f"min_depth={min_depth} must be smaller than max_depth={max_depth}; "
+                         "depths are view-space z, increasing away from the camera.")
+    return n_pts_per_ray, min_depth, max_depth
 
 
 def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -52,8 +50,8 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
     longer one): +X points left, so column 0 has the largest x. Rows work the same way
     with y (+Y up, row 0 at the top).
     """
-    _check_size("image_width", image_width)
-    _check_size("image_height", image_height)
+    image_width = checks.integer("image_width", image_width)
+    image_height = checks.integer("image_height", image_height)
     short = min(image_width, image_height)
     u_x, u_y = image_width / short, image_height / short
     j = torch.arange(image_width, device=device, dtype=dtype)
@@ -61,6 +59,20 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
     x = u_x * (1.0 - (2.0 * j + 1.0) / image_width)
     y = u_y * (1.0 - (2.0 * i + 1.0) / image_height)
     return torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
+
+
+def ndc_to_pixel(xy: torch.Tensor, image_height: int, image_width: int):
+    """Continuous pixel ``row, col`` ``(...)`` of NDC points ``xy`` ``(..., 2)``. Defined in §2.2.
+
+    The inverse of :func:`ndc_pixel_centers`: pixel centres land on whole numbers, so
+    ``round`` gives the pixel that contains a point (rows down from the top, columns
+    from the left, because NDC +X points left and +Y up).
+    """
+    short = min(image_width, image_height)
+    u_x, u_y = image_width / short, image_height / short
+    col = image_width * (u_x - xy[..., 0]) / (2 * u_x) - 0.5
+    row = image_height * (u_y - xy[..., 1]) / (2 * u_y) - 0.5
+    return row, col
 
 
 def _check_cameras(cameras) -> None:
@@ -74,11 +86,6 @@ def _check_cameras(cameras) -> None:
             "These cameras carry an explicit projection matrix K; this raysampler derives rays from "
             "fov and aspect_ratio. Build the cameras without K, or use NDCMultinomialRaysampler."
         )
-
-
-def camera_centers(cameras) -> torch.Tensor:
-    """World positions ``(B, 3)`` of the cameras: where view space is 0, ``-T @ R^T``."""
-    return -(cameras.T[:, None, :] @ cameras.R.transpose(1, 2))[:, 0, :]
 
 
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
@@ -128,7 +135,7 @@ def project(cameras, points: torch.Tensor):
 
 def uniform_depths(n_pts_per_ray: int, min_depth: float, max_depth: float, device=None, dtype=torch.float32):
     """``n_pts_per_ray`` evenly spaced depths from ``min_depth`` to ``max_depth`` (both included), ``(P,)``."""
-    _check_depths(n_pts_per_ray, min_depth, max_depth)
+    n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
     return torch.linspace(min_depth, max_depth, n_pts_per_ray, device=device, dtype=dtype)
 
 
@@ -174,14 +181,11 @@ class GridRaysampler(torch.nn.Module):
     def __init__(self, *, image_width: int, image_height: int, n_pts_per_ray: int,
                  min_depth: float, max_depth: float, stratified: bool = False) -> None:
         super().__init__()
-        _check_size("image_width", image_width)
-        _check_size("image_height", image_height)
-        _check_depths(n_pts_per_ray, min_depth, max_depth)
-        self.image_width, self.image_height = image_width, image_height
-        self.n_pts_per_ray, self.min_depth, self.max_depth = n_pts_per_ray, float(min_depth), float(max_depth)
-        self.stratified = bool(stratified)
-        # a buffer, so that module.to(device) moves it with the rest of a model
+        n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
         self.register_buffer("_xy_grid", ndc_pixel_centers(image_width, image_height), persistent=False)
+        self.image_height, self.image_width = self._xy_grid.shape[:2]
+        self.n_pts_per_ray, self.min_depth, self.max_depth = n_pts_per_ray, min_depth, max_depth
+        self.stratified = bool(stratified)  # _xy_grid is a buffer, so module.to(device) moves it
 
     def forward(self, cameras, *, min_depth=None, max_depth=None, n_pts_per_ray=None,
                 stratified_sampling=None, mask=None, n_rays_per_image=None, n_rays_total=None,
@@ -203,7 +207,7 @@ class GridRaysampler(torch.nn.Module):
         batch = cameras.R.shape[0]
         xy = self._xy_grid.expand(batch, -1, -1, -1)
         directions = ray_directions(cameras, xy)
-        origins = camera_centers(cameras)[:, None, None, :].expand_as(directions)
+        origins = camera_centers(cameras.R, cameras.T)[:, None, None, :].expand_as(directions)
         depths = uniform_depths(n_pts, min_depth, max_depth, device=device, dtype=directions.dtype)
         lengths = depths.expand(batch, self.image_height, self.image_width, n_pts)
         if stratified:
@@ -212,96 +216,57 @@ class GridRaysampler(torch.nn.Module):
 
 
 def ray_points(bundle) -> torch.Tensor:
-    """Sample points ``(..., P, 3)`` = ``origins + lengths * directions`` of a ``RayBundle``."""
+    """Sample points ``(..., P, 3)`` = ``origins + lengths * directions`` of a ``RayBundle``. Defined in §2.7."""
     return bundle.origins[..., None, :] + bundle.lengths[..., :, None] * bundle.directions[..., None, :]
 
 
-# --- where do the samples fall? -------------------------------------------------------------
+def camera_rays(cameras, image_size: int):
+    """Origins and *unit* directions ``(B, H, W, 3)`` of the rays through every pixel centre. Defined in §5.3.
+
+    The rays of :class:`GridRaysampler` (same pixel order: row 0 at the top, NDC +X
+    left), with directions normalised so that a ray's parameter is a distance in
+    world units rather than a view-space depth.
+    """
+    image_size = checks.integer("image_size", image_size)
+    xy = ndc_pixel_centers(image_size, image_size, device=cameras.R.device, dtype=cameras.R.dtype)
+    directions = ray_directions(cameras, xy.expand(cameras.R.shape[0], -1, -1, -1))
+    origins = camera_centers(cameras.R, cameras.T)[:, None, None, :].expand_as(directions)
+    return origins, torch.nn.functional.normalize(directions, dim=-1)
 
 
-def inside_box(points: torch.Tensor, extent: float = 3.0) -> torch.Tensor:
-    """Boolean ``(...)``: which of ``points`` ``(..., 3)`` lie in the cube of side ``extent`` centred at 0."""
+def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
+    """Entry and exit parameters ``(N,)`` of rays ``(N, 3)`` through an axis-aligned box. Defined in §5.3.
+
+    ``upper`` is a number ``h`` (the cube ``[-h, h]^3``) or the box's upper corner ``(3,)``,
+    with ``lower`` its lower corner. The slab method: each axis bounds the ray between two
+    planes and the box is where all three intervals overlap. Entry is clamped to 0 (the
+    camera); a ray that misses the box gets ``far <= near``.
+    """
+    hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)
+    lo = -hi if lower is None else torch.as_tensor(lower, dtype=origins.dtype, device=origins.device)
+    # a direction parallel to an axis would divide by zero: 1e-9 gives an interval that is +-inf in effect
+    inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
+    t0, t1 = (lo - origins) * inv, (hi - origins) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
+    far = torch.maximum(t0, t1).amin(-1)
+    return near, far
+
+
+def inside_box(points: torch.Tensor, extent: float = VOLUME_EXTENT) -> torch.Tensor:
+    """Boolean ``(...)``: which of ``points`` ``(..., 3)`` lie in the cube of side ``extent`` centred at 0. Defined in §2.8."""
     return (points.abs() <= extent / 2).all(dim=-1)
 
 
-def voxel_centers(grid_size: int = 128, extent: float = 3.0, device=None) -> torch.Tensor:
-    """World coordinates ``(D, H, W, 3)`` of the voxel centres of a ``Volumes`` of side ``extent``.
+def sample_budget(bundle, occupancy) -> dict[str, float]:
+    """Where a bundle's sample points fall; defined in §2.8. The three fractions sum to 1.
 
-    As in ``Volumes(voxel_size=extent / grid_size)``: the centres run from
-    ``-(n-1)/2 * s`` to ``+(n-1)/2 * s`` with ``s = extent / n``, and ``grid[z, y, x]``
-    holds the point ``(x, y, z)``.
+    ``outside_box``: outside the volume's cube; ``box_but_carved``: inside it but in space
+    the silhouettes prove empty; ``inside_hull``: in the visual hull ``occupancy`` (a
+    :class:`helpers.hull.Occupancy`).
     """
-    _check_size("grid_size", grid_size)
-    s = extent / grid_size
-    axis = (torch.arange(grid_size, device=device, dtype=torch.float32) - (grid_size - 1) / 2) * s
-    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
-    return torch.stack((x, y, z), dim=-1)
-
-
-def visual_hull(silhouettes: torch.Tensor, cameras, grid_size: int = 128, extent: float = 3.0,
-                dilate: int = 1) -> torch.Tensor:
-    """Silhouette carving: voxels whose centre projects inside every silhouette, ``(D, H, W)`` bool.
-
-    ``silhouettes`` ``(N, H, W)`` (nonzero = object) were seen by ``cameras`` (``N`` of
-    them). A voxel is carved when some view sees it on background; a view in which it
-    falls outside the image (or behind the camera) says nothing and carves nothing. The
-    result contains the object and all the space the silhouettes cannot rule out.
-
-    Testing only voxel *centres* carves away parts thinner than a voxel (a leg or a
-    horn may miss every centre), so the carved grid is grown by ``dilate`` voxels in
-    every direction: with ``dilate >= 1`` the hull is a safe superset of the object,
-    which is what empty-space skipping needs.
-    """
-    if not isinstance(dilate, int) or isinstance(dilate, bool) or dilate < 0:
-        raise ValueError(f"dilate must be a non-negative integer number of voxels, got {dilate!r}.")
-    if silhouettes.dim() != 3 or silhouettes.shape[0] != len(cameras):
-        raise ValueError(f"Expected silhouettes (N, H, W) for {len(cameras)} cameras, got {tuple(silhouettes.shape)}.")
-    n_views, height, width = silhouettes.shape
-    short = min(height, width)
-    u_x, u_y = width / short, height / short
-    centers = voxel_centers(grid_size, extent, device=silhouettes.device).reshape(-1, 3)
-    alive = torch.arange(centers.shape[0], device=silhouettes.device)
-    # One view at a time, testing only the voxels still alive: the first views carve most
-    # of the box, so later ones have little left to test. Interleaving the views makes
-    # consecutive ones look from different sides.
-    step = max(1, math.isqrt(n_views))
-    for view in [v for s in range(step) for v in range(s, n_views, step)]:
-        xy, depth = project(cameras[view], centers[alive][None])
-        # invert x = u_x (1 - (2j + 1) / W): the pixel whose cell contains x is floor(W (u_x - x) / (2 u_x))
-        col = torch.floor(width * (u_x - xy[0, :, 0]) / (2 * u_x))
-        row = torch.floor(height * (u_y - xy[0, :, 1]) / (2 * u_y))
-        seen = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (depth[0] > 0)
-        pixel = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1)).long()
-        on_object = silhouettes[view].reshape(-1)[pixel] > 0
-        alive = alive[on_object | ~seen]
-    hull = torch.zeros(centers.shape[0], dtype=torch.bool, device=silhouettes.device)
-    hull[alive] = True
-    hull = hull.reshape(1, 1, grid_size, grid_size, grid_size)
-    if dilate:
-        k = 2 * dilate + 1
-        hull = torch.nn.functional.max_pool3d(hull.float(), k, stride=1, padding=dilate) > 0
-    return hull.reshape(grid_size, grid_size, grid_size)
-
-
-def lookup_voxels(grid: torch.Tensor, points: torch.Tensor, extent: float = 3.0) -> torch.Tensor:
-    """Value of the nearest voxel of ``grid`` ``(D, H, W)`` at ``points`` ``(..., 3)``; False outside the box."""
-    n = grid.shape[0]
-    if grid.dim() != 3 or grid.shape != (n, n, n):
-        raise ValueError(f"Expected a cubic grid (n, n, n), got {tuple(grid.shape)}.")
-    s = extent / n
-    idx = torch.round(points / s + (n - 1) / 2).long()
-    inside = inside_box(points, extent)
-    idx = idx.clamp(0, n - 1)
-    value = grid[idx[..., 2], idx[..., 1], idx[..., 0]]
-    return value & inside
-
-
-def sample_budget(bundle, hull: torch.Tensor, extent: float = 3.0) -> dict[str, float]:
-    """Fractions of a bundle's sample points that are outside the box, in the carved-out
-    (provably empty) part of the box, and inside the visual ``hull``; they sum to 1."""
     points = ray_points(bundle)
-    in_box = inside_box(points, extent)
-    in_hull = lookup_voxels(hull, points, extent)
+    in_box = inside_box(points)
+    in_hull = occupancy.lookup(points)
     total = in_box.numel()
     return {
         "outside_box": float((~in_box).sum()) / total,

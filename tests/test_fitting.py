@@ -2,11 +2,12 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from pytorch3d.renderer import FoVPerspectiveCameras, NDCMultinomialRaysampler, look_at_view_transform
 
-from helpers import data, fitting
+from helpers import data, fast, fitting, metrics, rays
 
 
 def _cameras(n, elev=0.0):
@@ -54,9 +55,9 @@ def test_model_initialisation_and_output_shapes():
     assert torch.allclose(model.densities, torch.full((1, 8, 8, 8), 1 / (1 + math.exp(4))))
     assert torch.allclose(model.colors, torch.full((3, 8, 8, 8), 0.5))
     cams = _cameras(3)
-    assert model(cams).shape == (3, 12, 12, 4) and model.last_xys.shape == (3, 12, 12, 2)
-    rays = model(cams, renderer=fitting.make_renderer(12, n_pts_per_ray=20, n_rays_per_image=7))
-    assert rays.shape == (3, 7, 1, 4) and model.last_xys.shape == (3, 7, 1, 2)
+    assert model(cams).shape == (3, 12, 12, 4)
+    rays, bundle = fitting.make_renderer(12, n_pts_per_ray=20, n_rays_per_image=7)(cameras=cams, volumes=model.volumes(3))
+    assert rays.shape == (3, 7, 1, 4) and bundle.xys.shape == (3, 7, 1, 2)
 
 
 def test_uniform_colour_renders_colour_times_opacity():
@@ -96,15 +97,15 @@ def test_expanded_grid_gets_the_summed_gradient():
 
 # --- settings -------------------------------------------------------------------------------
 
-def test_default_settings_are_the_seed_recipe_on_a_gpu():
-    gpu = fitting.default_settings("cuda")
+def test_default_settings_are_the_tutorial_recipe_on_a_gpu():
+    gpu = fitting.FitSettings.for_device("cuda")
     assert (gpu.volume_size, gpu.n_pts_per_ray, gpu.batch_size, gpu.n_iter, gpu.lr, gpu.lr_drop_at,
             gpu.n_rays_per_image, gpu.min_depth, gpu.max_depth) == (128, 150, 10, 300, 0.1, 0.75, None, 0.1, 3.0)
-    cpu = fitting.default_settings("cpu")
+    cpu = fitting.FitSettings.for_device("cpu")
     assert cpu.n_rays_per_image is not None and cpu.volume_size == 128
     # the CPU's points must span every depth at which a camera 2.7 away can meet the volume's box
     # (the seed's 0.1-3.0 stops short of the cow's far side), at about one point per voxel or denser
-    half = cpu.volume_extent / 2
+    half = rays.VOLUME_EXTENT / 2
     assert cpu.min_depth <= data.CAMERA_DIST - half and cpu.max_depth >= data.CAMERA_DIST + half
     assert (cpu.max_depth - cpu.min_depth) / cpu.n_pts_per_ray <= 1.5 * cpu.voxel_size
     cpu.check(n_views=40, n_pixels=128 * 128)
@@ -115,6 +116,9 @@ def test_default_settings_are_the_seed_recipe_on_a_gpu():
     (dict(n_iter=0), "n_iter"),
     (dict(volume_size=7), "volume_size"),
     (dict(lr=float("nan")), "lr"),
+    (dict(lr=-0.1), "lr"),
+    (dict(n_iter=np.int64(0)), "n_iter"),
+    (dict(n_pts_per_ray=2.5), "n_pts_per_ray"),
     (dict(n_rays_per_image=128 * 128 + 1), "n_rays_per_image"),
     (dict(min_depth=3.0, max_depth=1.0), "min_depth"),
 ])
@@ -122,16 +126,24 @@ def test_impossible_settings_are_rejected_before_training(bad, match, monkeypatc
     views = data.generate_cow_renders(num_views=40, image_size=128, device="cpu")
     monkeypatch.setattr(fitting, "VolumeModel", None)  # fails loudly if training were to start
     with pytest.raises(ValueError, match=match):
-        fitting.fit(views, None, fitting.FitSettings(**bad), device="cpu", progress=False)
+        fitting.fit(views, None, fitting.FitSettings(**bad), progress=False)
 
 
-def test_non_finite_loss_stops_with_the_iteration():
+def test_nan_training_data_is_refused_before_training():
     views = data.generate_cow_renders(num_views=4, image_size=16, device="cpu")
     views.images = views.images.clone()
     views.images[:, 0, 0, 0] = float("nan")
     settings = fitting.FitSettings(volume_size=8, n_pts_per_ray=8, batch_size=2, n_iter=3, eval_every=0)
-    with pytest.raises(FloatingPointError, match="iteration 0"):
-        fitting.fit(views, None, settings, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="train.images contains 4 NaN"):
+        fitting.fit(views, None, settings, progress=False)
+
+
+def test_a_huge_learning_rate_stops_the_fit():
+    views = data.generate_cow_renders(num_views=40, image_size=32, device="cpu")
+    settings = fitting.FitSettings(volume_size=16, n_pts_per_ray=24, batch_size=4, n_iter=200, eval_every=0,
+                                   n_rays_per_image=64, min_depth=1.2, max_depth=4.2, lr=50.0)
+    with pytest.raises(metrics.DivergenceError, match="lr=50"):
+        fitting.fit(views, None, settings, progress=False)
 
 
 # --- the loop -------------------------------------------------------------------------------
@@ -144,7 +156,7 @@ def test_a_small_fit_learns_the_cow():
     settings = fitting.FitSettings(volume_size=32, n_pts_per_ray=40, batch_size=6, n_iter=60,
                                    n_rays_per_image=192, eval_every=30)
     calls = []
-    model, history = fitting.fit(train, heldout, settings, device="cpu", progress=False,
+    model, history = fitting.fit(train, heldout, settings, progress=False,
                                  callback=lambda it, m, ev: calls.append((it, ev["images"].shape)))
     assert history.iterations == list(range(1, 61)) and len(history.losses) == 60
     assert history.eval_iterations == [0, 30, 60] and [c[0] for c in calls] == [0, 30, 60]
@@ -161,7 +173,7 @@ def test_a_small_fit_learns_the_cow():
 def test_whole_image_training_runs():
     views = data.generate_cow_renders(num_views=4, image_size=16, device="cpu")
     settings = fitting.FitSettings(volume_size=8, n_pts_per_ray=8, batch_size=2, n_iter=2, eval_every=0)
-    _, history = fitting.fit(views, views, settings, device="cpu", progress=False)
+    _, history = fitting.fit(views, views, settings, progress=False)
     assert history.eval_iterations == [0, 2] and all(map(math.isfinite, history.losses))
 
 
@@ -183,9 +195,9 @@ def test_save_and_load_round_trip(tmp_path):
         model.log_densities.normal_()
         model.log_colors.normal_()
     settings = fitting.FitSettings(volume_size=8, n_pts_per_ray=16)
-    history = fitting.FitHistory(iterations=[1], losses=[0.5], seconds=[1.0])
+    history = metrics.FitHistory(iterations=[1], losses=[0.5], seconds=[1.0])
     fitting.save_volume(tmp_path / "v.pt", model, settings, history, psnr=27.5)
-    loaded = fitting.load_volume(tmp_path / "v.pt", renderer=fitting.make_renderer(8, n_pts_per_ray=16))
+    loaded = fitting.load_volume(tmp_path / "v.pt")
     assert torch.equal(loaded.log_densities, model.log_densities) and loaded.voxel_size == model.voxel_size
     assert loaded.settings == settings and loaded.history == history and loaded.info == {"psnr": 27.5}
     cams = _cameras(1)
@@ -195,6 +207,49 @@ def test_save_and_load_round_trip(tmp_path):
         fitting.load_volume(tmp_path / "missing.pt")
 
 
-def test_chapter4_volume_lives_in_the_cache(monkeypatch, tmp_path):
+def test_fast_volume_round_trip_with_its_hull(tmp_path):
+    occupancy = torch.zeros(8, 8, 8, dtype=torch.bool)
+    occupancy[2:6, 3:5, 1:7] = True
+    from helpers.hull import Occupancy
+
+    model = fast.FastVolume(8, occupancy=Occupancy(occupancy), image_size=10, step_voxels=0.5)
+    with torch.no_grad():
+        model.grid.normal_()
+    fitting.save_volume(tmp_path / "f.pt", model, fast.FastSettings(volume_size=8))
+    loaded = fitting.load_volume(tmp_path / "f.pt")
+    assert isinstance(loaded, fast.FastVolume) and loaded.settings == fast.FastSettings(volume_size=8)
+    assert torch.equal(loaded.occupancy.grid, occupancy) and loaded.step_voxels == 0.5
+    cams = _cameras(2)
+    assert torch.equal(loaded(cams), model(cams)) and loaded(cams)[..., 3].max() > 0
+
+
+def test_damaged_or_foreign_fit_files_are_refused(tmp_path):
+    model = fitting.VolumeModel(fitting.make_renderer(8, n_pts_per_ray=16), (8, 8, 8), 3.0 / 8)
+    path = tmp_path / "v.pt"
+    fitting.save_volume(path, model)
+    raw = bytearray(path.read_bytes())
+    flipped = tmp_path / "flipped.pt"
+    at = raw.index(b"data/0") + 200  # inside the first tensor's bytes
+    flipped.write_bytes(bytes(raw[:at]) + bytes(b ^ 0xFF for b in raw[at:at + 64]) + bytes(raw[at + 64:]))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(bytes(raw[: len(raw) // 2]))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for bad, message in [(flipped, "corrupted|not a readable"), (truncated, "not a readable"), (foreign, "format")]:
+        with pytest.raises(ValueError, match=message) as err:
+            fitting.load_volume(bad)
+        assert str(bad) in str(err.value) and "re-run" in str(err.value)
+
+
+def test_a_failed_save_leaves_no_file(tmp_path):
+    model = fitting.VolumeModel(fitting.make_renderer(8, n_pts_per_ray=16), (8, 8, 8), 3.0 / 8)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="VOLRENDER_CACHE"):
+        fitting.save_volume(blocker / "sub" / "v.pt", model)  # a folder inside a file cannot exist
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_saved_fits_live_in_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv(data.ENV_CACHE_DIR, str(tmp_path))
-    assert fitting.chapter4_volume_path().parent.parent == tmp_path
+    assert fitting.fit_path(4).parent.parent == tmp_path and fitting.fit_path(5).name == "chapter5_volume.pt"

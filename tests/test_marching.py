@@ -14,7 +14,7 @@ from pytorch3d.renderer import (
 from pytorch3d.renderer.implicit.renderer import VolumeSampler
 from pytorch3d.structures import Volumes
 
-from helpers import data, marching
+from helpers import data, marching, rays
 
 TOL = 1e-5
 
@@ -75,7 +75,7 @@ def test_sample_volume_matches_volume_sampler(align_corners):
                   align_corners=align_corners)
     bundle = raysampler()(cameras=cameras())
     ref_d, ref_f = VolumeSampler(vol)(bundle)
-    ours_d, ours_f = marching.sample_volume(dens, feats, marching._ray_points(bundle), 0.25, (0.1, -0.2, 0.3),
+    ours_d, ours_f = marching.sample_volume(dens, feats, rays.ray_points(bundle), 0.25, (0.1, -0.2, 0.3),
                                             align_corners=align_corners)
     assert ours_d.shape == ref_d.shape == (2, 12, 16, 40, 1) and ours_f.shape == ref_f.shape == (2, 12, 16, 40, 3)
     assert ref_d.std() > 0.1  # the rays do cross the volume
@@ -269,7 +269,7 @@ def test_pixel_gradient_reaches_only_voxels_near_its_ray():
     image[0, 4, 6, 3].backward()
     support = dens.grad[0, 0].abs() > 0
     centres = vol.get_coord_grid(world_coordinates=True)[0]  # (D, H, W, 3)
-    pts = marching._ray_points(bundle)[0, 4, 6]  # (P, 3)
+    pts = rays.ray_points(bundle)[0, 4, 6]  # (P, 3)
     nearest = torch.cdist(centres.reshape(-1, 3), pts).min(1).values.reshape(n, n, n)
     # a trilinear sample touches the 8 corners of its cell: at most sqrt(3) voxels away
     assert support.any()

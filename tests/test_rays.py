@@ -16,7 +16,7 @@ from pytorch3d.renderer import (
 from pytorch3d.structures import Volumes
 from pytorch3d.transforms import random_rotations
 
-from helpers import rays
+from helpers import hull, rays
 
 DEPTHS = dict(n_pts_per_ray=37, min_depth=0.1, max_depth=3.0)
 
@@ -219,66 +219,11 @@ def test_sample_budget_of_the_central_ray_is_a_closed_form():
         FoVPerspectiveCameras(R=R, T=T))
     depths = torch.linspace(0.1, 3.0, 150)
     in_box = int(((depths >= 1.2) & (depths <= 4.2)).sum())
-    everything = torch.ones(8, 8, 8, dtype=torch.bool)
+    everything = hull.Occupancy(torch.ones(8, 8, 8, dtype=torch.bool))
+    nothing = hull.Occupancy(torch.zeros(8, 8, 8, dtype=torch.bool))
     budget = rays.sample_budget(bundle, everything)
     assert budget["inside_hull"] == pytest.approx(in_box / 150)
     assert budget["outside_box"] == pytest.approx(1 - in_box / 150)
     assert budget["box_but_carved"] == 0
-    assert sum(rays.sample_budget(bundle, ~everything).values()) == pytest.approx(1.0)
-    assert rays.sample_budget(bundle, ~everything)["box_but_carved"] == pytest.approx(in_box / 150)
-
-
-def test_voxel_centers_match_pytorch3d_volumes():
-    grid = rays.voxel_centers(6, extent=3.0)
-    volumes = Volumes(densities=torch.zeros(1, 1, 6, 6, 6), voxel_size=3.0 / 6)
-    torch.testing.assert_close(grid, volumes.get_coord_grid()[0])
-
-
-def test_lookup_voxels_finds_the_nearest_voxel():
-    grid = torch.zeros(4, 4, 4, dtype=torch.bool)
-    grid[0, 1, 3] = True  # z index 0, y index 1, x index 3
-    centres = rays.voxel_centers(4, extent=2.0)
-    hit = centres[0, 1, 3]
-    assert hit.tolist() == [0.75, -0.25, -0.75]
-    pts = torch.stack([hit, hit + 0.2, hit + torch.tensor([0.0, 0.5, 0.0]), torch.tensor([1.2, 0.0, 0.0])])
-    assert rays.lookup_voxels(grid, pts, extent=2.0).tolist() == [True, True, False, False]
-
-
-def _sphere_silhouettes(cameras, centre, radius, size):
-    """Analytic silhouettes of a sphere: a pixel is on it when its ray passes within radius."""
-    b = NDCMultinomialRaysampler(image_width=size, image_height=size, n_pts_per_ray=1, min_depth=1.0, max_depth=1.0)(cameras)
-    d = torch.nn.functional.normalize(b.directions, dim=-1)
-    to_c = centre - b.origins
-    dist = (to_c - (to_c * d).sum(-1, keepdim=True) * d).norm(dim=-1)
-    return (dist <= radius).float()
-
-
-def test_visual_hull_of_a_sphere_seen_along_the_axes():
-    """Far, narrow cameras on the six half-axes see nearly parallel projections, so the hull
-    of a sphere is close to the intersection of three cylinders (a Steinmetz solid)."""
-    centre, radius, n = torch.tensor([0.4, 0.2, -0.1]), 0.5, 40
-    # the cameras look at the origin, so the sphere is off-centre in every image and a
-    # mirrored projection would carve it away
-    eye = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]]) * 30
-    up = torch.tensor([[0.0, 1, 0]] * 2 + [[0.0, 0, 1]] * 2 + [[0.0, 1, 0]] * 2)
-    R, T = look_at_view_transform(eye=eye, at=torch.zeros(6, 3), up=up)
-    cameras = FoVPerspectiveCameras(R=R, T=T, fov=8.0)  # the image spans ±2.1 around the sphere
-    sil = _sphere_silhouettes(cameras, centre, radius, 96)
-    hull = rays.visual_hull(sil, cameras, grid_size=n, extent=3.0, dilate=0)
-    p = rays.voxel_centers(n, 3.0) - centre
-    cyl = torch.stack([p[..., [1, 2]].norm(dim=-1), p[..., [0, 2]].norm(dim=-1), p[..., [0, 1]].norm(dim=-1)]).max(0).values
-    margin = 0.07  # perspective: ±1.9 in depth at distance 30 moves an edge by 0.032; a pixel is 0.044
-    assert hull[cyl < radius - margin].all()
-    assert not hull[cyl > radius + margin].any()
-    # dilation only grows the hull, by at most one voxel
-    grown = rays.visual_hull(sil, cameras, grid_size=n, extent=3.0, dilate=1)
-    assert (grown >= hull).all() and grown.sum() > hull.sum()
-    assert not grown[cyl > radius + margin + 3.0 / n * math.sqrt(3)].any()
-
-
-def test_visual_hull_rejects_mismatched_inputs():
-    cameras = random_cameras(2, seed=12)
-    with pytest.raises(ValueError, match="silhouettes"):
-        rays.visual_hull(torch.ones(3, 8, 8), cameras)
-    with pytest.raises(ValueError, match="dilate"):
-        rays.visual_hull(torch.ones(2, 8, 8), cameras, dilate=-1)
+    assert sum(rays.sample_budget(bundle, nothing).values()) == pytest.approx(1.0)
+    assert rays.sample_budget(bundle, nothing)["box_but_carved"] == pytest.approx(in_box / 150)

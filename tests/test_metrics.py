@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers.fitting import FitHistory, huber, psnr, silhouette_iou
+from helpers.metrics import DivergenceError, FitHistory, check_divergence, huber, psnr, silhouette_iou
 
 
 def test_huber_is_quadratic_near_zero_and_linear_far_away():
@@ -22,7 +22,7 @@ def test_psnr_of_a_known_error():
     pred = torch.full_like(target, 0.1)  # MSE 0.01 -> 20 dB
     pred[1] = 0.01  # MSE 1e-4 -> 40 dB
     assert torch.allclose(psnr(pred, target), torch.tensor([20.0, 40.0]), atol=1e-4)
-    with pytest.raises(ValueError, match="shapes"):
+    with pytest.raises(ValueError, match="pred"):
         psnr(pred, target[:1])
 
 
@@ -38,3 +38,25 @@ def test_iou_of_known_masks():
 def test_time_to_reach():
     h = FitHistory(eval_iterations=[0, 10, 20], eval_seconds=[0.0, 5.0, 9.0], psnr=[10.0, 21.0, 25.0])
     assert h.time_to_reach(20.0) == 5.0 and h.time_to_reach(25.0) == 9.0 and math.isinf(h.time_to_reach(30.0))
+
+
+def _history(losses):
+    h = FitHistory()
+    for i, loss in enumerate(losses):
+        h.log_step(i + 1, loss, float(i))
+    return h
+
+
+def test_divergence_stops_a_rising_or_non_finite_loss():
+    falling = [1.0 / (1 + 0.1 * i) + 0.05 * (i % 3) for i in range(60)]  # noisy but falling
+    check_divergence(_history(falling))
+    with pytest.raises(DivergenceError, match="iteration 61.*lr=0.5"):
+        check_divergence(_history(falling + [float("nan")]), lr=0.5)
+    jumped = [0.36] + [0.7] * 25  # a learning rate so high that the first steps ruin the grid
+    with pytest.raises(DivergenceError, match="diverged"):
+        check_divergence(_history(jumped))
+    blown_up = falling + [0.8] * 15  # good progress (best 0.19), then a sustained rise above 4x
+    with pytest.raises(DivergenceError, match="diverged"):
+        check_divergence(_history(blown_up))
+    spikes = falling + [0.95] * 5  # a few bad batches move the median of 20 little
+    check_divergence(_history(spikes))

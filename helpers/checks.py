@@ -1,0 +1,59 @@
+"""Argument checks for the public functions of ``helpers``: one wording for every chapter.
+
+Each check raises ``ValueError`` (``TypeError`` for a wrong kind of object) whose
+message says what was wrong, the value given, and what to do. They run at the
+boundary of a public function, never inside a training loop. Integers may be
+Python, numpy or torch integer scalars; ``bool`` is refused (``True`` is not 1 voxel).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+
+def integer(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an ``int`` if it is an integer ``>= minimum``; raise otherwise."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}). "
+                         f"Pass a whole number such as {max(minimum, 1)}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
+def number(name: str, value, low: float = -math.inf, high: float = math.inf, *, low_open: bool = False) -> float:
+    """``value`` as a finite ``float`` in ``[low, high]`` (``(low, high]`` with ``low_open``); raise otherwise."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}.")
+    if value < low or value > high or (low_open and value == low):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}], got {value:g}.")
+    return value
+
+
+def finite(name: str, tensor: torch.Tensor, hint: str = "check what produced it") -> torch.Tensor:
+    """Raise if ``tensor`` holds NaN or infinite values; return it unchanged."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}.")
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s) of {tensor.numel()}; {hint}.")
+    return tensor
+
+
+def shape(name: str, tensor: torch.Tensor, expected: str, ok: bool) -> None:
+    """Raise unless ``ok``; ``expected`` spells the wanted shape, e.g. ``"(N, H, W, 3)"``."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {expected}, got {type(tensor).__name__}.")
+    if not ok:
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}.")

@@ -1,0 +1,114 @@
+"""The visual hull: space the silhouettes cannot rule out (Chapter 2, §2.8; used again in Chapter 5).
+
+A grid of ``volume_size^3`` voxels fills the cube of side ``rays.VOLUME_EXTENT`` centred
+on the origin, indexed like ``pytorch3d.structures.Volumes``: ``grid[z, y, x]``, with
+voxel centres from ``-(n-1)/2 * s`` to ``+(n-1)/2 * s`` where ``s = extent / n``.
+:class:`Occupancy` holds the boolean grid as a buffer (so ``.to(device)`` moves it, as
+DirectVoxGO's masks do) and answers "is this point in an occupied voxel?".
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import checks
+from .rays import VOLUME_EXTENT, ndc_to_pixel, project
+
+
+def voxel_centers(volume_size: int, extent: float = VOLUME_EXTENT, device=None) -> torch.Tensor:
+    """World coordinates ``(D, H, W, 3)`` of the voxel centres; ``[z, y, x]`` holds ``(x, y, z)``. Defined in §2.8."""
+    volume_size = checks.integer("volume_size", volume_size)
+    s = extent / volume_size
+    axis = (torch.arange(volume_size, device=device, dtype=torch.float32) - (volume_size - 1) / 2) * s
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack((x, y, z), dim=-1)
+
+
+class Occupancy(torch.nn.Module):
+    """A boolean voxel grid ``(n, n, n)`` over the volume's cube. Defined in §2.8.
+
+    ``lookup(points)`` reads the *nearest* voxel, so a point counts as occupied when it
+    lies in an occupied voxel's cell; points outside the cube are never occupied.
+    """
+
+    def __init__(self, grid: torch.Tensor, extent: float = VOLUME_EXTENT):
+        super().__init__()
+        n = grid.shape[0] if grid.dim() == 3 else 0
+        checks.shape("grid", grid, "(n, n, n)", grid.shape == (n, n, n) and n >= 2)
+        self.register_buffer("grid", grid.bool())
+        self.extent = checks.number("extent", extent, 0.0, low_open=True)
+
+    @property
+    def volume_size(self) -> int:
+        return self.grid.shape[0]
+
+    @property
+    def voxel_size(self) -> float:
+        return self.extent / self.volume_size
+
+    def lookup(self, points: torch.Tensor) -> torch.Tensor:
+        """Occupancy ``(...)`` of the voxels nearest to ``points`` ``(..., 3)``; False outside the cube."""
+        n = self.volume_size
+        idx = torch.round(points / self.voxel_size + 0.5 * (n - 1))
+        inside = ((idx >= 0) & (idx <= n - 1)).all(-1)
+        # the flat index as one float dot product (exact below 2^24 voxels): one cast instead of three
+        strides = torch.tensor([1.0, n, n * n], device=points.device, dtype=points.dtype)
+        flat = (idx.clamp(0, n - 1) @ strides).long()
+        return self.grid.reshape(-1)[flat] & inside
+
+    def bounds(self):
+        """Lower and upper corners ``(3,)`` of the box around the occupied voxels' cells."""
+        idx = self.grid.nonzero()  # (K, 3) as (z, y, x)
+        if idx.shape[0] == 0:
+            zero = torch.zeros(3, device=self.grid.device)
+            return zero, zero
+        s = self.voxel_size
+        first = (idx.amin(0).flip(0).float() - 0.5 * (self.volume_size - 1)) * s
+        last = (idx.amax(0).flip(0).float() - 0.5 * (self.volume_size - 1)) * s
+        return first - s / 2, last + s / 2
+
+    @classmethod
+    def full(cls, volume_size: int = 128, device=None) -> Occupancy:
+        """Everything occupied: the cube and nothing more."""
+        volume_size = checks.integer("volume_size", volume_size, minimum=2)
+        return cls(torch.ones((volume_size,) * 3, dtype=torch.bool, device=device))
+
+
+@torch.no_grad()
+def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
+    """Silhouette carving {cite}`laurentini1994visual`: keep the voxels whose centre every view sees on the object.
+
+    Defined in §2.8. ``silhouettes`` ``(N, H, W)`` (nonzero = object) were seen by the
+    ``N`` ``cameras``. A view in which a voxel falls outside the image (or behind the
+    camera) says nothing about it. Testing only voxel *centres* carves away parts thinner
+    than a voxel (a horn may miss every centre), so the result is grown by ``dilate``
+    voxels in every direction: with ``dilate >= 1`` it contains the object, which is what
+    empty-space skipping (Chapter 5) needs.
+    """
+    dilate = checks.integer("dilate", dilate, minimum=0)
+    volume_size = checks.integer("volume_size", volume_size, minimum=2)
+    checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras",
+                 silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras))
+    n_views, height, width = silhouettes.shape
+    device = silhouettes.device
+    centers = voxel_centers(volume_size, device=device).reshape(-1, 3)
+    alive = torch.arange(centers.shape[0], device=device)
+    # One view at a time, testing only the voxels still alive: the first views carve most of
+    # the box, so later ones have little left to test. Interleaving the views makes
+    # consecutive ones look from different sides.
+    step = max(1, math.isqrt(n_views))
+    for view in [v for s in range(step) for v in range(s, n_views, step)]:
+        xy, depth = project(cameras[view], centers[alive][None])
+        row, col = (torch.round(c[0]) for c in ndc_to_pixel(xy, height, width))
+        seen = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (depth[0] > 0)
+        pixel = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1)).long()
+        on_object = silhouettes[view].reshape(-1)[pixel] > 0
+        alive = alive[on_object | ~seen]
+    grid = torch.zeros(centers.shape[0], dtype=torch.bool, device=device)
+    grid[alive] = True
+    grid = grid.reshape(1, 1, volume_size, volume_size, volume_size)
+    if dilate:
+        grid = torch.nn.functional.max_pool3d(grid.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
+    return Occupancy(grid.reshape((volume_size,) * 3))
