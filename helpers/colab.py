@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 PINNED = ("torch", "easypytorch3d")
 #: Python versions easypytorch3d publishes wheels for (see how_to_run.md).
 SUPPORTED_PYTHON = ((3, 10), (3, 13))
+#: PyTorch's PyPI wheels of the pinned torch are CUDA 13 builds, which need this NVIDIA driver or newer.
+MIN_DRIVER = 580
 RESTART_HINT = "Restart the runtime (Colab: Runtime > Restart session) and run this notebook again from the top."
 
 
@@ -119,3 +122,30 @@ def _hint_gpu(modules) -> None:
     else:
         print("No GPU in this runtime: the chapters run on the CPU with smaller settings. "
               "For the full settings choose Runtime > Change runtime type > GPU, then run from the top.")
+
+
+def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
+    """Why a GPU that ``nvidia-smi`` lists cannot be used by torch, or ``None`` if none is listed.
+
+    Called by ``data.pick_device`` when ``torch.cuda.is_available()`` is False, so that a
+    reader with a GPU is told why the chapter runs on the CPU instead of finding out from
+    its speed. ``run`` and ``which`` are injectable for the tests.
+    """
+    if which("nvidia-smi") is None:
+        return None
+    try:
+        out = run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                  capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if not out:
+        return None
+    name, _, driver = out.splitlines()[0].rpartition(",")
+    major = re.match(r"\s*(\d+)", driver)
+    if major and int(major.group(1)) < MIN_DRIVER:
+        return (f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this torch is a CUDA 13 build, "
+                f"which needs driver {MIN_DRIVER} or newer: running on the CPU (slower, smaller settings). Update "
+                "the NVIDIA driver, or install a torch built for an older CUDA together with a PyTorch3D built for it.")
+    return (f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it "
+            "(torch.cuda.is_available() is False): running on the CPU. Check that torch is a CUDA build "
+            "(torch.version.cuda) and that no other process holds the GPU.")

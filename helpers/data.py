@@ -51,17 +51,30 @@ def pick_device() -> torch.device:
     """``cuda:0`` when a GPU is available, otherwise the CPU. Defined in §1.1.
 
     Each chapter calls this once; every helper then takes the device from its inputs.
+    When ``nvidia-smi`` sees a GPU that torch cannot use, it says why instead of falling
+    back to the CPU in silence.
     """
-    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda:0")
+    from .colab import unusable_gpu_note
+
+    note = unusable_gpu_note()
+    if note:
+        print(note)
+    return torch.device("cpu")
 
 
 def cache_dir() -> Path:
+    """Defined in §1.1."""
+
     path = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "volrender-book")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def sha256(path: Path) -> str:
+    """Defined in §1.1."""
+
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -119,6 +132,8 @@ def cow_mesh_dir() -> Path:
     ``$COW_MESH_DIR`` wins when set (its files are verified, never replaced).
     Otherwise the files are downloaded once into the cache folder; a cached file
     whose checksum is wrong is deleted and fetched again.
+
+    Defined in §1.1.
     """
     if os.environ.get(ENV_MESH_DIR):
         folder = Path(os.environ[ENV_MESH_DIR]).expanduser()
@@ -149,6 +164,8 @@ def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.devic
     it "a sphere of radius 1"; the cube's corners reach sqrt(3), see Chapter 1).
 
     Returns a ``pytorch3d.structures.Meshes`` holding one mesh on ``device``.
+
+    Defined in §1.1.
     """
     from pytorch3d.io import load_objs_as_meshes
 
@@ -166,7 +183,10 @@ def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.devic
 
 
 def normalize_mesh(mesh):
-    """Centre ``mesh`` on its vertex mean and scale its largest |coordinate| to 1 (in place)."""
+    """Centre ``mesh`` on its vertex mean and scale its largest |coordinate| to 1 (in place).
+
+    Defined in §1.1.
+    """
     verts = mesh.verts_packed()
     if verts.shape[0] == 0:
         raise ValueError("The mesh has no vertices; expected the cow mesh.")
@@ -184,6 +204,8 @@ def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
 
     ``elev`` and ``azim`` are 1-D tensors in degrees; azimuth 0 puts the camera
     on +Z, looking along -Z (so it sees the cow's back; 180 sees its face).
+
+    Defined in §1.2.
     """
     from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
@@ -194,7 +216,7 @@ def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
 def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """World positions ``(N, 3)`` of cameras with PyTorch3D's ``R`` ``(N, 3, 3)`` and ``T`` ``(N, 3)``.
 
-    Defined in §1.6. PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
+    Defined in §1.2. PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
     (row vectors), so the centre, where ``X_view = 0``, is ``-T @ R^T``.
     """
     return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
@@ -208,6 +230,8 @@ def render_views(mesh, cameras, image_size: int = 128):
     second, soft-silhouette pass with 50 faces per pixel and then thresholded it.
 
     Returns ``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1}.
+
+    Defined in §1.3.
     """
     from pytorch3d.renderer import (
         BlendParams,
@@ -244,6 +268,8 @@ class CowViews:
         images: ``(N, H, W, 3)`` RGB in [0, 1], black background.
         silhouettes: ``(N, H, W)`` binary masks (1 = cow).
         elevations, azimuths: ``(N,)`` in degrees.
+
+    Defined in §1.4.
     """
 
     R: torch.Tensor
@@ -274,6 +300,8 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
     first and last views both sit at azimuth 0/360, so 40 views held 39 distinct
     ones. Here the views are spread over the range without repeating the end
     point when the range closes the circle.
+
+    Defined in §1.4.
     """
     num_views = checks.integer("num_views", num_views)
     closed = 2 * azimuth_range >= 360.0
@@ -288,6 +316,8 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
 
     ``n_between`` views sit halfway between neighbouring training azimuths (at
     elevation 0) and ``n_elevated`` views circle the cow at ``elevation``.
+
+    Defined in §1.5.
     """
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
@@ -307,7 +337,10 @@ def _dataset_key(**params) -> str:
 
 
 def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
-    """Render the normalised cow from the given angles (no caching)."""
+    """Render the normalised cow from the given angles (no caching).
+
+    Defined in §1.4.
+    """
     image_size = checks.integer("image_size", image_size, minimum=8)
     device = torch.device(device) if device is not None else pick_device()
     mesh = load_cow_mesh(data_dir, device=device)
@@ -331,6 +364,8 @@ def generate_cow_renders(
     Results are cached on disk under a key made of every argument that changes
     the pixels (and the mesh checksums, PyTorch3D's version and
     ``DATASET_VERSION``), so a second call loads in well under a second.
+
+    Defined in §1.4.
     """
     num_views = checks.integer("num_views", num_views)
     elev, azim = training_angles(num_views, azimuth_range, elevation)
@@ -341,7 +376,10 @@ def generate_heldout_renders(
     num_views: int = 40, image_size: int = 128, n_between: int = 20, n_elevated: int = 10,
     elevation: float = 25.0, device=None, data_dir=None, cache: bool = True, verbose: bool = False,
 ) -> CowViews:
-    """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views."""
+    """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views.
+
+    Defined in §1.5.
+    """
     num_views = checks.integer("num_views", num_views)
     if n_between < 0 or n_elevated < 0 or n_between + n_elevated == 0:
         raise ValueError(f"Need at least one held-out view, got n_between={n_between}, n_elevated={n_elevated}.")

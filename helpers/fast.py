@@ -328,7 +328,10 @@ class MaskedAdam:
 
 @dataclass
 class TrainRays:
-    """All training rays that meet the hull, precomputed once: ``(N, 3)``/``(N,)`` tensors plus ``view`` ``(N,)``."""
+    """All training rays that meet the hull, precomputed once: ``(N, 3)``/``(N,)`` tensors plus ``view`` ``(N,)``.
+
+    Defined in §5.4.
+    """
 
     origins: torch.Tensor
     directions: torch.Tensor
@@ -360,7 +363,7 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
 
 @dataclass
 class FastSettings(Settings):
-    """Every knob of the fast recipe; ``FastSettings.for_device(device)`` gives the default. Defined in §5.10.
+    """Every knob of the fast recipe; ``FastSettings.for_device(device)`` gives the default. Defined in §5.11.
 
     The switches let Chapter 5 turn each technique on one at a time: ``hull``
     (empty-space skipping beyond the cube), ``random_rays`` (rays drawn across all views
@@ -443,7 +446,7 @@ def _draw(rays: TrainRays, settings: FastSettings, n_views: int, gen: torch.Gene
 
 def fit(train, heldout=None, settings: FastSettings | None = None, progress: bool = False, callback=None,
         occupancy: Occupancy | None = None):
-    """Fit a :class:`FastVolume` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §5.10.
+    """Fit a :class:`FastVolume` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §5.11.
 
     Runs on the device of ``train``'s tensors; the model renders whole images of the
     training size for any cameras. ``heldout`` views are scored every

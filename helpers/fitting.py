@@ -108,28 +108,6 @@ def make_renderer(image_size, n_pts_per_ray: int = 150, min_depth: float = 0.1,
 
 
 def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
-    """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``.
-
-    PyTorch3D's NDC has +X pointing left and +Y up, with the shorter image side
-    spanning [-1, 1]; ``grid_sample``'s x points right and y down, each side
-    spanning [-1, 1] edge to edge (``align_corners=False``). So both
-    coordinates are negated (and divided by the aspect range on the longer
-    side). At the pixel centres an ``NDCMultinomialRaysampler`` uses, the
-    bilinear interpolation returns the pixels exactly. (PyTorch3D's NeRF
-    tutorial passes ``align_corners=True``, which is half a pixel off for
-    these centres.)
-    """
-    b, h, w, c = images.shape
-    if xys.shape[0] != b or xys.shape[-1] != 2:
-        raise ValueError(f"xys must be (B={b}, ..., 2), got {tuple(xys.shape)}.")
-    short = min(h, w)
-    scale = xys.new_tensor([w / short, h / short])
-    grid = -(xys / scale).reshape(b, -1, 1, 2)
-    out = torch.nn.functional.grid_sample(images.permute(0, 3, 1, 2), grid, align_corners=False)
-    return out[..., 0].permute(0, 2, 1).reshape(*xys.shape[:-1], c)
-
-
-def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
     """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4.
 
     PyTorch3D's NDC has +X pointing left and +Y up, with the shorter image side
@@ -224,7 +202,10 @@ class FitSettings(Settings):
 
 
 def check_views(name: str, views) -> None:
-    """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts."""
+    """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts.
+
+    Defined in §4.7.
+    """
     images, silhouettes = views.images, views.silhouettes
     checks.shape(f"{name}.images", images, "(N, H, W, 3)", images.dim() == 4 and images.shape[-1] == 3)
     checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {tuple(images.shape[:3])}",

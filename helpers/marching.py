@@ -79,6 +79,8 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 
     ``grid_size`` is the volume's ``(D, H, W)``; ``voxel_size`` and
     ``volume_translation`` are as in ``Volumes`` (see the module docstring).
+
+    Defined in §3.1.
     """
     batch = points.shape[0]
     depth, height, width = (int(s) for s in grid_size)
@@ -100,6 +102,8 @@ def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = Tru
     calls a 3-D linear interpolation "bilinear"). For the backward pass it keeps an index
     and a weight for each of the 8 corners of every point (about 100 bytes), where
     ``grid_sample`` keeps the point's 3 coordinates: clear rather than frugal.
+
+    Defined in §3.2.
     """
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
@@ -138,6 +142,8 @@ def sample_volume(densities: torch.Tensor, features: torch.Tensor | None, points
     Returns:
         ``point_densities (B, ..., 1)`` and ``point_features (B, ..., C)`` (``C = 0``
         when ``features`` is None), trilinearly interpolated, zero outside the volume.
+
+    Defined in §3.2.
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
@@ -166,6 +172,8 @@ def volume_geometry(volumes):
 
     ``Volumes`` keeps only its local-to-world matrix (row vectors:
     ``x_world = x_local @ M[:3, :3] + M[3, :3]``); we read the two back from it.
+
+    Defined in §3.2.
     """
     matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
     linear = matrix[:, :3, :3]
@@ -192,6 +200,8 @@ def emission_absorption(densities: torch.Tensor, features: torch.Tensor, eps: fl
     Returns:
         ``(..., C + 1)``: the rendered features ``sum_i w_i f_i`` with
         ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
+
+    Defined in §3.3.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
@@ -218,6 +228,8 @@ def absorption_only(densities: torch.Tensor) -> torch.Tensor:
     """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of rays with densities ``(..., P, 1)`` in [0, 1].
 
     The twin of PyTorch3D's ``AbsorptionOnlyRaymarcher``: a silhouette renderer.
+
+    Defined in §3.3.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
@@ -227,7 +239,10 @@ def absorption_only(densities: torch.Tensor) -> torch.Tensor:
 
 
 class EmissionAbsorption(torch.nn.Module):
-    """Raymarcher module around ``emission_absorption`` with PyTorch3D's call signature."""
+    """Raymarcher module around ``emission_absorption`` with PyTorch3D's call signature.
+
+    Defined in §3.3.
+    """
 
     def __init__(self, surface_thickness: int = 1, eps: float = 1e-10):
         super().__init__()
@@ -239,7 +254,10 @@ class EmissionAbsorption(torch.nn.Module):
 
 
 class AbsorptionOnly(torch.nn.Module):
-    """Raymarcher module around ``absorption_only`` (features are ignored)."""
+    """Raymarcher module around ``absorption_only`` (features are ignored).
+
+    Defined in §3.3.
+    """
 
     def forward(self, rays_densities, rays_features=None, **kwargs):
         return absorption_only(rays_densities)
@@ -257,6 +275,8 @@ def alpha_from_sigma(sigma: torch.Tensor, lengths: torch.Tensor, directions: tor
     The last sample is given the same step as the one before it (each sample stands for
     the interval that starts at it). Feed the result to ``emission_absorption`` to
     render with a result that does not depend on how many samples the ray has.
+
+    Defined in §3.3.
     """
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(f"sigma must have shape lengths.shape + (1,) = {tuple(lengths.shape) + (1,)}, got {tuple(sigma.shape)}.")
@@ -283,6 +303,8 @@ class Renderer(torch.nn.Module):
 
     ``forward(cameras, volumes)`` returns ``(images, ray_bundle)`` with images
     ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
+
+    Defined in §3.4.
     """
 
     def __init__(self, raysampler, raymarcher):

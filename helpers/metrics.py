@@ -71,7 +71,7 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
 
 
 def clock(device) -> float:
-    """``time.perf_counter()`` after the GPU (if any) has finished its queued work. Defined in §5.1.
+    """``time.perf_counter()`` after the GPU (if any) has finished its queued work. Defined in §5.4.
 
     CUDA runs asynchronously: without the synchronisation a timer would measure how long
     it took to *queue* the work.
@@ -114,7 +114,10 @@ class FitHistory:
 
 
 class DivergenceError(FloatingPointError):
-    """A fit stopped because its loss or parameters went bad."""
+    """A fit stopped because its loss or parameters went bad.
+
+    Defined in §4.7.
+    """
 
 
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:

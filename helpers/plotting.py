@@ -32,6 +32,8 @@ def image_grid(images, rows: int | None = None, cols: int | None = None, titles=
     or ``(N, H, W)`` single-channel (drawn with ``cmap``). Unlike the seed's
     version, the grid may have more cells than images and the figure size
     follows the grid instead of a fixed 15 x 9 inches.
+
+    Defined in §1.4.
     """
     images = _numpy_images(images)
     n = images.shape[0]

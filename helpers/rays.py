@@ -49,6 +49,8 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
     where ``u_x`` is half the NDC width (1 for the shorter side, long/short for the
     longer one): +X points left, so column 0 has the largest x. Rows work the same way
     with y (+Y up, row 0 at the top).
+
+    Defined in §2.2.
     """
     image_width = checks.integer("image_width", image_width)
     image_height = checks.integer("image_height", image_height)
@@ -62,7 +64,7 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
 
 
 def ndc_to_pixel(xy: torch.Tensor, image_height: int, image_width: int):
-    """Continuous pixel ``row, col`` ``(...)`` of NDC points ``xy`` ``(..., 2)``. Defined in §2.2.
+    """Continuous pixel ``row, col`` ``(...)`` of NDC points ``xy`` ``(..., 2)``. Defined in §2.1.
 
     The inverse of :func:`ndc_pixel_centers`: pixel centres land on whole numbers, so
     ``round`` gives the pixel that contains a point (rows down from the top, columns
@@ -95,6 +97,8 @@ def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
     ``y = Y / (z tan(fov/2))`` (``a`` = ``aspect_ratio``). Inverting at ``z = 1``
     gives the view direction ``(x tan(fov/2) a, y tan(fov/2), 1)``; a direction
     (no translation) maps back to the world with ``R^T`` (``R`` is a rotation).
+
+    Defined in §2.2.
     """
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
@@ -125,6 +129,8 @@ def project(cameras, points: torch.Tensor):
     ``y = Y / (z tan(fov/2))`` with ``(X, Y, z) = points @ R + T``. Unlike
     ``cameras.transform_points`` it also returns the depth itself, which says whether
     a point is in front of the camera (``z > 0``) whatever ``znear`` is.
+
+    Defined in §2.1.
     """
     slope_x, slope_y = _slopes(cameras, 1)
     view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
@@ -134,7 +140,10 @@ def project(cameras, points: torch.Tensor):
 
 
 def uniform_depths(n_pts_per_ray: int, min_depth: float, max_depth: float, device=None, dtype=torch.float32):
-    """``n_pts_per_ray`` evenly spaced depths from ``min_depth`` to ``max_depth`` (both included), ``(P,)``."""
+    """``n_pts_per_ray`` evenly spaced depths from ``min_depth`` to ``max_depth`` (both included), ``(P,)``.
+
+    Defined in §2.5.
+    """
     n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
     return torch.linspace(min_depth, max_depth, n_pts_per_ray, device=device, dtype=dtype)
 
@@ -146,6 +155,8 @@ def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> 
     are kept as the outer edges, so the first and last bins are half as wide (the
     rule PyTorch3D uses). Every ray gets its own jitter; with the same random state
     this draws the same numbers as PyTorch3D's ``stratified_sampling=True``.
+
+    Defined in §2.5.
     """
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
@@ -176,6 +187,8 @@ class GridRaysampler(torch.nn.Module):
     with ``cameras=`` and ``volumetric_function=`` (ignored) plus whatever the
     caller passed; ``min_depth``, ``max_depth``, ``n_pts_per_ray`` and
     ``stratified_sampling`` override the constructor's values for one call.
+
+    Defined in §2.4.
     """
 
     def __init__(self, *, image_width: int, image_height: int, n_pts_per_ray: int,
@@ -216,12 +229,12 @@ class GridRaysampler(torch.nn.Module):
 
 
 def ray_points(bundle) -> torch.Tensor:
-    """Sample points ``(..., P, 3)`` = ``origins + lengths * directions`` of a ``RayBundle``. Defined in §2.7."""
+    """Sample points ``(..., P, 3)`` = ``origins + lengths * directions`` of a ``RayBundle``. Defined in §2.3."""
     return bundle.origins[..., None, :] + bundle.lengths[..., :, None] * bundle.directions[..., None, :]
 
 
 def camera_rays(cameras, image_size: int):
-    """Origins and *unit* directions ``(B, H, W, 3)`` of the rays through every pixel centre. Defined in §5.3.
+    """Origins and *unit* directions ``(B, H, W, 3)`` of the rays through every pixel centre. Defined in §5.2.
 
     The rays of :class:`GridRaysampler` (same pixel order: row 0 at the top, NDC +X
     left), with directions normalised so that a ray's parameter is a distance in
@@ -258,7 +271,7 @@ def inside_box(points: torch.Tensor, extent: float = VOLUME_EXTENT) -> torch.Ten
 
 
 def sample_budget(bundle, occupancy) -> dict[str, float]:
-    """Where a bundle's sample points fall; defined in §2.8. The three fractions sum to 1.
+    """Where a bundle's sample points fall; the three fractions sum to 1. Defined in §2.8.
 
     ``outside_box``: outside the volume's cube; ``box_but_carved``: inside it but in space
     the silhouettes prove empty; ``inside_hull``: in the visual hull ``occupancy`` (a

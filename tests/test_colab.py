@@ -216,3 +216,29 @@ def test_how_to_run_states_the_pins_the_cell_installs():
     text = (ROOT / "book" / "how_to_run.md").read_text()
     pins = requirement_pins()
     assert f"pip install torch=={pins['torch']} easypytorch3d=={pins['easypytorch3d']}" in text
+
+
+def test_importing_the_setup_helper_does_not_import_torch():
+    """The setup cell must decide about installing before anything imports torch."""
+    code = "import sys; import helpers.colab; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("smi, expected", [
+    (None, None),
+    ("Tesla T4, 550.54.15", "driver 550.54.15.*580 or newer"),
+    ("NVIDIA H100 80GB HBM3, 580.65.06", "torch cannot use it"),
+])
+def test_a_gpu_torch_cannot_use_is_explained(smi, expected):
+    def which(name):
+        return "/usr/bin/nvidia-smi" if smi is not None else None
+
+    def run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 0, stdout=smi + "\n", stderr="")
+
+    note = colab.unusable_gpu_note(run=run, which=which)
+    if expected is None:
+        assert note is None
+    else:
+        assert re.search(expected, note)

@@ -26,13 +26,13 @@ os.environ.setdefault("VOLRENDER_OFFLINE", "1")
 
 from bench_fit import machine  # noqa: E402  (also sets COW_MESH_DIR)
 
-from helpers import data, fast  # noqa: E402
+from helpers import data, fast, hull  # noqa: E402
 
 
 def ladder(n_iter: int):
     """``(name, settings)`` pairs, each adding one technique to the one before."""
     base = fast.FastSettings(n_iter=n_iter, eval_every=n_iter, hull=False, random_rays=False, fused=False,
-                             density="sigmoid", coarse_size=0, coarse_fraction=0.0, tv_weight=0.0,
+                             density="sigmoid", coarse_volume_size=0, coarse_fraction=0.0, tv_weight=0.0,
                              schedule="step", sparse_adam=False)
     rungs = [("box only, 10-image batches, sigmoid", base)]
     steps = [
@@ -40,7 +40,7 @@ def ladder(n_iter: int):
         ("+ random rays across views", dict(random_rays=True)),
         ("+ one fused lookup", dict(fused=True)),
         ("+ step-aware softplus density", dict(density="softplus")),
-        ("+ coarse-to-fine 64^3 -> 128^3", dict(coarse_size=64, coarse_fraction=0.5)),
+        ("+ coarse-to-fine 64^3 -> 128^3", dict(coarse_volume_size=64, coarse_fraction=0.5)),
         ("+ TV and exponential lr decay", dict(tv_weight=1e-4, schedule="exp")),
         ("+ masked (sparse) Adam", dict(sparse_adam=True)),
         ("+ early ray termination", dict(early_stop=1e-3)),
@@ -63,10 +63,10 @@ def main(argv=None):
     print("machine:", machine())
     train = data.generate_cow_renders(num_views=40, image_size=128, device="cpu")
     heldout = data.generate_heldout_renders(device="cpu")
-    hull = fast.carve_hull(train)
+    occupancy = hull.carve(train.silhouettes, train.cameras(), volume_size=128)
     rows = []
     for name, settings in ladder(args.n_iter):
-        occ = hull if settings.hull else None
+        occ = occupancy if settings.hull else None
         _, hist = fast.fit(train, heldout, settings, occupancy=occ)
         prep = hist.seconds[0] - (hist.seconds[1] - hist.seconds[0])
         row = {"rung": name, "s_per_iter": (hist.seconds[-1] - prep) / len(hist.seconds), "fit_s": hist.seconds[-1],
