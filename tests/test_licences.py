@@ -8,7 +8,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 HTML = ROOT / "_build" / "html"
 # What a reader must be told, as the footer says it.
-CREDITS = ["BSD 3-Clause", "CC BY 4.0", "fit_textured_volume", "Meta Platforms", "Keenan Crane", "Spot", "public domain"]
+CREDITS = [
+    "BSD 3-Clause",
+    "CC BY 4.0",
+    "fit_textured_volume",
+    "Meta Platforms",
+    "Keenan Crane",
+    "Spot",
+    "public domain",
+]
 
 
 def footer():
