@@ -28,7 +28,7 @@ def test_ruff_check():
 
 
 def test_ruff_format():
-    result = ruff("format", "--check", ".")
+    result = ruff("format", "--check", "--output-format=concise", ".")
     assert result.returncode == 0, result.stdout + result.stderr + "\nrun: .venv/bin/python -m ruff format ."
 
 
