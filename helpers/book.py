@@ -99,4 +99,3 @@ def glue(key: str, value) -> None:
         display(value)
         return
     myst_glue(key, value, display=True)
-

@@ -95,8 +95,11 @@ def ensure_pytorch3d(
     pins = pinned_versions(requirements)
     loaded = modules.get("torch")
     loaded_version = _release(getattr(loaded, "__version__", None)) if loaded is not None else None
-    print(f"PyTorch3D is missing: installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} "
-          "(prebuilt PyTorch3D, a minute or two) ...", flush=True)
+    print(
+        f"PyTorch3D is missing: installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} "
+        "(prebuilt PyTorch3D, a minute or two) ...",
+        flush=True,
+    )
     run(pip_command(pins))
     if loaded is not None and loaded_version != pins["torch"]:
         raise RuntimeError(
@@ -120,8 +123,10 @@ def _hint_gpu(modules) -> None:
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
     else:
-        print("No GPU in this runtime: the chapters run on the CPU with smaller settings. "
-              "For the full settings choose Runtime > Change runtime type > GPU, then run from the top.")
+        print(
+            "No GPU in this runtime: the chapters run on the CPU with smaller settings. "
+            "For the full settings choose Runtime > Change runtime type > GPU, then run from the top."
+        )
 
 
 def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
@@ -134,8 +139,12 @@ def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
     if which("nvidia-smi") is None:
         return None
     try:
-        out = run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                  capture_output=True, text=True, timeout=20).stdout.strip()
+        out = run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     if not out:
@@ -143,9 +152,13 @@ def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
     name, _, driver = out.splitlines()[0].rpartition(",")
     major = re.match(r"\s*(\d+)", driver)
     if major and int(major.group(1)) < MIN_DRIVER:
-        return (f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this torch is a CUDA 13 build, "
-                f"which needs driver {MIN_DRIVER} or newer: running on the CPU (slower, smaller settings). Update "
-                "the NVIDIA driver, or install a torch built for an older CUDA together with a PyTorch3D built for it.")
-    return (f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it "
-            "(torch.cuda.is_available() is False): running on the CPU. Check that torch is a CUDA build "
-            "(torch.version.cuda) and that no other process holds the GPU.")
+        return (
+            f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this torch is a CUDA 13 build, "
+            f"which needs driver {MIN_DRIVER} or newer: running on the CPU (slower, smaller settings). Update "
+            "the NVIDIA driver, or install a torch built for an older CUDA together with a PyTorch3D built for it."
+        )
+    return (
+        f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it "
+        "(torch.cuda.is_available() is False): running on the CPU. Check that torch is a CUDA build "
+        "(torch.version.cuda) and that no other process holds the GPU."
+    )

@@ -289,8 +289,10 @@ class CowViews:
         device = device or self.images.device
         return FoVPerspectiveCameras(device=device, R=self.R.to(device), T=self.T.to(device))
 
-    def to(self, device) -> "CowViews":
-        return CowViews(*(t.to(device) for t in (self.R, self.T, self.images, self.silhouettes, self.elevations, self.azimuths)))
+    def to(self, device) -> CowViews:
+        return CowViews(
+            *(t.to(device) for t in (self.R, self.T, self.images, self.silhouettes, self.elevations, self.azimuths))
+        )
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
@@ -373,8 +375,15 @@ def generate_cow_renders(
 
 
 def generate_heldout_renders(
-    num_views: int = 40, image_size: int = 128, n_between: int = 20, n_elevated: int = 10,
-    elevation: float = 25.0, device=None, data_dir=None, cache: bool = True, verbose: bool = False,
+    num_views: int = 40,
+    image_size: int = 128,
+    n_between: int = 20,
+    n_elevated: int = 10,
+    elevation: float = 25.0,
+    device=None,
+    data_dir=None,
+    cache: bool = True,
+    verbose: bool = False,
 ) -> CowViews:
     """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views.
 
@@ -399,7 +408,9 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
         try:
             views = CowViews(**torch.load(path, map_location="cpu", weights_only=True))
             if verbose:
-                print(f"Loaded {len(views)} {kind} views from the cache in {time.perf_counter() - start:.2f} s ({path}).")
+                print(
+                    f"Loaded {len(views)} {kind} views from the cache in {time.perf_counter() - start:.2f} s ({path})."
+                )
             return views.to(device)
         except Exception as exc:  # a damaged cache file is re-rendered, not trusted
             print(f"Ignoring unreadable cache file {path} ({exc}); rendering again.")

@@ -74,15 +74,20 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
     box_near, box_far = ray_box(origins, directions, hi, lo)
     near, far = box_near.clone(), box_near.clone()
     for s in range(0, origins.shape[0], chunk):
-        o, d, n0, f0 = origins[s:s + chunk], directions[s:s + chunk], box_near[s:s + chunk], box_far[s:s + chunk]
-        n_steps = max(int(math.ceil((f0 - n0).max().item() / step)), 1)
+        o, d, n0, f0 = (
+            origins[s : s + chunk],
+            directions[s : s + chunk],
+            box_near[s : s + chunk],
+            box_far[s : s + chunk],
+        )
+        n_steps = max(math.ceil((f0 - n0).max().item() / step), 1)
         t = n0[:, None] + (torch.arange(n_steps, device=o.device) + 0.5) * step
         occ = occupancy.lookup(o[:, None] + t[..., None] * d[:, None]) & (t < f0[:, None])
         hit = occ.any(1)
         first = occ.float().argmax(1)
         last = n_steps - 1 - occ.flip(1).float().argmax(1)
-        near[s:s + chunk] = torch.where(hit, torch.maximum(n0 + (first - 1) * step, n0), n0)
-        far[s:s + chunk] = torch.where(hit, torch.minimum(n0 + (last + 2) * step, f0), n0)
+        near[s : s + chunk] = torch.where(hit, torch.maximum(n0 + (first - 1) * step, n0), n0)
+        far[s : s + chunk] = torch.where(hit, torch.minimum(n0 + (last + 2) * step, f0), n0)
     return near, far
 
 
@@ -120,9 +125,18 @@ class FastVolume(torch.nn.Module):
     camera batches are cached, so scoring the same held-out views again is cheap.
     """
 
-    def __init__(self, volume_size: int = 128, density: str = "softplus", fused: bool = True,
-                 init_density: float = -4.0, unit: float | None = None, occupancy: Occupancy | None = None,
-                 image_size: int = 128, step_voxels: float = 1.0, grid: torch.Tensor | None = None):
+    def __init__(
+        self,
+        volume_size: int = 128,
+        density: str = "softplus",
+        fused: bool = True,
+        init_density: float = -4.0,
+        unit: float | None = None,
+        occupancy: Occupancy | None = None,
+        image_size: int = 128,
+        step_voxels: float = 1.0,
+        grid: torch.Tensor | None = None,
+    ):
         super().__init__()
         if density not in ("softplus", "sigmoid"):
             raise ValueError(f"density must be 'softplus' or 'sigmoid', got {density!r}.")
@@ -170,10 +184,8 @@ class FastVolume(torch.nn.Module):
         for ``"sigmoid"`` it is the opacity of the sample itself.
         """
         loc = (points / self.half).view(1, -1, 1, 1, 3)  # marching.world_to_local for a cube at the origin
-        if self.density == "sigmoid":  # Chapter 4's order: activate the whole grid, then interpolate
-            act = torch.sigmoid(self.grid)
-        else:
-            act = self.grid
+        # "sigmoid" is Chapter 4's order: activate the whole grid, then interpolate
+        act = torch.sigmoid(self.grid) if self.density == "sigmoid" else self.grid
         if self.fused:
             out = F.grid_sample(act, loc, align_corners=True, padding_mode="border").view(4, -1)
         else:
@@ -201,8 +213,12 @@ class FastVolume(torch.nn.Module):
     @torch.no_grad()
     def forward(self, cameras) -> torch.Tensor:
         """Whole images ``(B, H, W, 4)`` of ``cameras``: RGB then opacity, black background."""
-        key = (str(self.grid.device), cameras.R.cpu().numpy().tobytes(), cameras.T.cpu().numpy().tobytes(),
-               self.volume_size)
+        key = (
+            str(self.grid.device),
+            cameras.R.cpu().numpy().tobytes(),
+            cameras.T.cpu().numpy().tobytes(),
+            self.volume_size,
+        )
         if key not in self._rays:
             origins, directions, near, far = clipped_rays(cameras, self.image_size, self.occupancy, self.half)
             hit = (far > near).nonzero()[:, 0]
@@ -213,16 +229,23 @@ class FastVolume(torch.nn.Module):
         out = torch.zeros(n, 4, device=origins.device)
         for s in range(0, hit.shape[0], 32768):
             sl = slice(s, s + 32768)
-            rgb, opacity = render_rays(self, origins[sl], directions[sl], near[sl], far[sl],
-                                       self.step_voxels * self.voxel_size, self.occupancy)
+            rgb, opacity = render_rays(
+                self, origins[sl], directions[sl], near[sl], far[sl], self.step_voxels * self.voxel_size, self.occupancy
+            )
             out[hit[sl]] = torch.cat([rgb, opacity[:, None]], 1)
         return out.reshape(len(cameras), self.image_size, self.image_size, 4)
 
     def config(self) -> dict:
         """What ``fitting.load_volume`` needs to rebuild the model (besides its tensors)."""
-        return {"volume_size": self.volume_size, "density": self.density, "fused": self.fused, "unit": self.unit,
-                "image_size": self.image_size, "step_voxels": self.step_voxels,
-                "occupancy_size": self.occupancy.volume_size if self.occupancy is not None else None}
+        return {
+            "volume_size": self.volume_size,
+            "density": self.density,
+            "fused": self.fused,
+            "unit": self.unit,
+            "image_size": self.image_size,
+            "step_voxels": self.step_voxels,
+            "occupancy_size": self.occupancy.volume_size if self.occupancy is not None else None,
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> FastVolume:
@@ -234,8 +257,16 @@ class FastVolume(torch.nn.Module):
 
 
 # ----------------------------------------------------------------------------- rendering
-def render_rays(volume: FastVolume, origins, directions, near, far, step: float,
-                occupancy: Occupancy | None = None, early_stop: float = 0.0):
+def render_rays(
+    volume: FastVolume,
+    origins,
+    directions,
+    near,
+    far,
+    step: float,
+    occupancy: Occupancy | None = None,
+    early_stop: float = 0.0,
+):
     """Emission-absorption render of rays ``(N, 3)`` between ``near`` and ``far`` ``(N,)``. Defined in §5.6.
 
     Samples are at ``near + (k + 1/2) step`` while below ``far``; only those inside
@@ -248,7 +279,7 @@ def render_rays(volume: FastVolume, origins, directions, near, far, step: float,
     """
     n = origins.shape[0]
     span = (far - near).clamp_min(0)
-    n_steps = max(int(math.ceil(span.max().item() / step)) if n else 0, 1)
+    n_steps = max(math.ceil(span.max().item() / step) if n else 0, 1)
     t = near[:, None] + (torch.arange(n_steps, device=origins.device) + 0.5) * step  # (N, S)
     valid = t < far[:, None]
     points = origins[:, None] + t[..., None] * directions[:, None]
@@ -262,11 +293,14 @@ def render_rays(volume: FastVolume, origins, directions, near, far, step: float,
             valid &= trans > early_stop
     dens, rgb = volume.sample(points[valid])
     tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(
-        valid, volume.optical_depth(dens, step))
+        valid, volume.optical_depth(dens, step)
+    )
     cum = torch.cumsum(tau, 1)
     weights = torch.exp(-(cum - tau)) * -torch.expm1(-tau)  # T_k * alpha_k
     ray_index = valid.nonzero()[:, 0]
-    color = torch.zeros(n, 3, device=origins.device, dtype=rgb.dtype).index_add(0, ray_index, weights[valid][:, None] * rgb)
+    color = torch.zeros(n, 3, device=origins.device, dtype=rgb.dtype).index_add(
+        0, ray_index, weights[valid][:, None] * rgb
+    )
     opacity = -torch.expm1(-cum[:, -1])
     return color, opacity
 
@@ -300,8 +334,9 @@ class MaskedAdam:
     all ``C n^3`` values into one of ``C K``.
     """
 
-    def __init__(self, param: torch.nn.Parameter, active: torch.Tensor, lr: float,
-                 betas=(0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self, param: torch.nn.Parameter, active: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8
+    ):
         self.param, self.active, self.betas, self.eps = param, active, betas, eps
         self.param_groups = [{"lr": lr}]
         self.m = torch.zeros(param.shape[1], active.shape[0], device=param.device)
@@ -357,8 +392,16 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     origins, directions, near, far = clipped_rays(views.cameras(), image_size, hull, half)
     keep = far > near
     view = torch.arange(n_views, device=origins.device).repeat_interleave(image_size * image_size)
-    return TrainRays(origins[keep], directions[keep], near[keep], far[keep], views.images.reshape(-1, 3)[keep],
-                     views.silhouettes.reshape(-1)[keep], view[keep], origins.shape[0])
+    return TrainRays(
+        origins[keep],
+        directions[keep],
+        near[keep],
+        far[keep],
+        views.images.reshape(-1, 3)[keep],
+        views.silhouettes.reshape(-1)[keep],
+        view[keep],
+        origins.shape[0],
+    )
 
 
 @dataclass
@@ -405,18 +448,23 @@ class FastSettings(Settings):
         self.rays_per_step = checks.integer("FastSettings.rays_per_step", self.rays_per_step)
         self.images_per_step = checks.integer("FastSettings.images_per_step", self.images_per_step)
         if not self.random_rays and self.rays_per_step < self.images_per_step:
-            raise ValueError(f"rays_per_step={self.rays_per_step} gives no ray to some of the {self.images_per_step} "
-                             "images of a step; use at least one ray per image.")
+            raise ValueError(
+                f"rays_per_step={self.rays_per_step} gives no ray to some of the {self.images_per_step} "
+                "images of a step; use at least one ray per image."
+            )
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
             raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} training views.")
         self.step_voxels = checks.number("FastSettings.step_voxels", self.step_voxels, 0.05, 8.0)
-        self.lr_final_factor = checks.number("FastSettings.lr_final_factor", self.lr_final_factor, 0.0, 1.0,
-                                             low_open=True)
+        self.lr_final_factor = checks.number(
+            "FastSettings.lr_final_factor", self.lr_final_factor, 0.0, 1.0, low_open=True
+        )
         self.coarse_fraction = checks.number("FastSettings.coarse_fraction", self.coarse_fraction, 0.0, 0.99)
         self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
         if self.coarse_volume_size and not 2 <= self.coarse_volume_size <= self.volume_size:
-            raise ValueError(f"coarse_volume_size must be 0 (off) or 2 to volume_size={self.volume_size}, "
-                             f"got {self.coarse_volume_size}.")
+            raise ValueError(
+                f"coarse_volume_size must be 0 (off) or 2 to volume_size={self.volume_size}, "
+                f"got {self.coarse_volume_size}."
+            )
         self.tv_weight = checks.number("FastSettings.tv_weight", self.tv_weight, 0.0)
         self.early_stop = checks.number("FastSettings.early_stop", self.early_stop, 0.0, 0.5)
         self.init_density = checks.number("FastSettings.init_density", self.init_density, -30.0, 10.0)
@@ -444,8 +492,14 @@ def _draw(rays: TrainRays, settings: FastSettings, n_views: int, gen: torch.Gene
     return torch.cat(out)
 
 
-def fit(train, heldout=None, settings: FastSettings | None = None, progress: bool = False, callback=None,
-        occupancy: Occupancy | None = None):
+def fit(
+    train,
+    heldout=None,
+    settings: FastSettings | None = None,
+    progress: bool = False,
+    callback=None,
+    occupancy: Occupancy | None = None,
+):
     """Fit a :class:`FastVolume` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §5.11.
 
     Runs on the device of ``train``'s tensors; the model renders whole images of the
@@ -467,8 +521,11 @@ def fit(train, heldout=None, settings: FastSettings | None = None, progress: boo
 
     start = clock(device)
     if occupancy is None:
-        occupancy = carve(train.silhouettes, train.cameras(), settings.volume_size) if settings.hull \
+        occupancy = (
+            carve(train.silhouettes, train.cameras(), settings.volume_size)
+            if settings.hull
             else Occupancy.full(settings.volume_size, device)
+        )
     occupancy = occupancy.to(device)
     rays = prepare_rays(train, occupancy)
     coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
@@ -478,10 +535,16 @@ def fit(train, heldout=None, settings: FastSettings | None = None, progress: boo
             return MaskedAdam(volume.grid, active_voxels(occupancy, volume.volume_size), settings.lr)
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
-    volume = FastVolume(settings.coarse_volume_size if coarse_iters else settings.volume_size, settings.density,
-                        settings.fused, settings.init_density, unit=VOLUME_EXTENT / settings.volume_size,
-                        occupancy=occupancy if settings.hull else None, image_size=train.images.shape[1],
-                        step_voxels=settings.step_voxels).to(device)
+    volume = FastVolume(
+        settings.coarse_volume_size if coarse_iters else settings.volume_size,
+        settings.density,
+        settings.fused,
+        settings.init_density,
+        unit=VOLUME_EXTENT / settings.volume_size,
+        occupancy=occupancy if settings.hull else None,
+        image_size=train.images.shape[1],
+        step_voxels=settings.step_voxels,
+    ).to(device)
     optimizer = make_optimizer(volume)
     lo, hi = occupancy.bounds()
     fit_seconds = clock(device) - start  # carving the hull and clipping the rays count as fitting
@@ -504,16 +567,25 @@ def fit(train, heldout=None, settings: FastSettings | None = None, progress: boo
         for group in optimizer.param_groups:
             group["lr"] = settings.lr_at(it)
         idx = _draw(rays, settings, len(train), gen)
-        rgb, opacity = render_rays(volume, rays.origins[idx], rays.directions[idx], rays.near[idx], rays.far[idx],
-                                   settings.step_voxels * volume.voxel_size, volume.occupancy, settings.early_stop)
+        rgb, opacity = render_rays(
+            volume,
+            rays.origins[idx],
+            rays.directions[idx],
+            rays.near[idx],
+            rays.far[idx],
+            settings.step_voxels * volume.voxel_size,
+            volume.occupancy,
+            settings.early_stop,
+        )
         loss = huber(rgb, rays.rgb[idx]).mean() + huber(opacity, rays.silhouette[idx]).mean()
         if settings.tv_weight:
             # only the density, only inside the hull's bounding box: the rest is never rendered
             n = volume.volume_size
             a = ((lo / volume.half + 1) * 0.5 * (n - 1)).floor().long().clamp(0, n - 1).tolist()
             b = ((hi / volume.half + 1) * 0.5 * (n - 1)).ceil().long().clamp(0, n - 1).tolist()
-            loss = loss + settings.tv_weight * total_variation(volume.grid[:, :1, a[2]:b[2] + 1, a[1]:b[1] + 1,
-                                                                           a[0]:b[0] + 1])
+            loss = loss + settings.tv_weight * total_variation(
+                volume.grid[:, :1, a[2] : b[2] + 1, a[1] : b[1] + 1, a[0] : b[0] + 1]
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -76,17 +76,29 @@ class VolumeModel(torch.nn.Module):
     def config(self) -> dict:
         """What :func:`load_volume` needs to rebuild the model (besides its tensors)."""
         rs = self.renderer.renderer.raysampler  # a VolumeRenderer from make_renderer
-        return {"volume_size": tuple(self.log_densities.shape[1:]), "voxel_size": self.voxel_size,
-                "render": {"image_size": tuple(rs._xy_grid.shape[:2]), "n_pts_per_ray": rs._n_pts_per_ray,
-                           "min_depth": rs._min_depth, "max_depth": rs._max_depth}}
+        return {
+            "volume_size": tuple(self.log_densities.shape[1:]),
+            "voxel_size": self.voxel_size,
+            "render": {
+                "image_size": tuple(rs._xy_grid.shape[:2]),
+                "n_pts_per_ray": rs._n_pts_per_ray,
+                "min_depth": rs._min_depth,
+                "max_depth": rs._max_depth,
+            },
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> VolumeModel:
         return cls(make_renderer(**config["render"]), config["volume_size"], config["voxel_size"])
 
 
-def make_renderer(image_size, n_pts_per_ray: int = 150, min_depth: float = 0.1,
-                  max_depth: float = VOLUME_EXTENT, n_rays_per_image: int | None = None):
+def make_renderer(
+    image_size,
+    n_pts_per_ray: int = 150,
+    min_depth: float = 0.1,
+    max_depth: float = VOLUME_EXTENT,
+    n_rays_per_image: int | None = None,
+):
     """The original tutorial's ``VolumeRenderer``: ``NDCMultinomialRaysampler`` + ``EmissionAbsorptionRaymarcher``.
 
     Defined in §4.2 (random rays: §4.4).
@@ -101,8 +113,12 @@ def make_renderer(image_size, n_pts_per_ray: int = 150, min_depth: float = 0.1,
 
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     raysampler = NDCMultinomialRaysampler(
-        image_width=w, image_height=h, n_pts_per_ray=n_pts_per_ray,
-        min_depth=min_depth, max_depth=max_depth, n_rays_per_image=n_rays_per_image,
+        image_width=w,
+        image_height=h,
+        n_pts_per_ray=n_pts_per_ray,
+        min_depth=min_depth,
+        max_depth=max_depth,
+        n_rays_per_image=n_rays_per_image,
     )
     return VolumeRenderer(raysampler=raysampler, raymarcher=EmissionAbsorptionRaymarcher())
 
@@ -175,8 +191,9 @@ class FitSettings(Settings):
     # On a CPU: 1,024 random rays per image, and the 96 points of each ray spread over the depths
     # where the volume can be seen from 2.7 away (2.7 -/+ 1.5) instead of the tutorial's 0.1 to 3.0,
     # which wastes its first 25 points and stops short of the cow's far side (Chapter 2).
-    CPU: ClassVar[dict] = dict(n_rays_per_image=1024, n_iter=120, eval_every=30, n_pts_per_ray=96,
-                               min_depth=1.2, max_depth=4.2)
+    CPU: ClassVar[dict] = dict(
+        n_rays_per_image=1024, n_iter=120, eval_every=30, n_pts_per_ray=96, min_depth=1.2, max_depth=4.2
+    )
 
     @property
     def voxel_size(self) -> float:
@@ -194,11 +211,14 @@ class FitSettings(Settings):
         if self.n_rays_per_image is not None:
             self.n_rays_per_image = checks.integer("FitSettings.n_rays_per_image", self.n_rays_per_image)
             if n_pixels is not None and self.n_rays_per_image > n_pixels:
-                raise ValueError(f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels of an "
-                                 "image; use None to render whole images.")
+                raise ValueError(
+                    f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels of an "
+                    "image; use None to render whole images."
+                )
         if n_views is not None and self.batch_size > n_views:
-            raise ValueError(f"batch_size={self.batch_size} is larger than the {n_views} training views; "
-                             f"use at most {n_views}.")
+            raise ValueError(
+                f"batch_size={self.batch_size} is larger than the {n_views} training views; use at most {n_views}."
+            )
 
 
 def check_views(name: str, views) -> None:
@@ -208,8 +228,12 @@ def check_views(name: str, views) -> None:
     """
     images, silhouettes = views.images, views.silhouettes
     checks.shape(f"{name}.images", images, "(N, H, W, 3)", images.dim() == 4 and images.shape[-1] == 3)
-    checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {tuple(images.shape[:3])}",
-                 silhouettes.shape == images.shape[:3])
+    checks.shape(
+        f"{name}.silhouettes",
+        silhouettes,
+        f"(N, H, W) = {tuple(images.shape[:3])}",
+        silhouettes.shape == images.shape[:3],
+    )
     for label, t in ((f"{name}.images", images), (f"{name}.silhouettes", silhouettes)):
         checks.finite(label, t, "re-render the views (delete the dataset's cache file) before fitting")
 
@@ -359,7 +383,10 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     for key, value in state.items():
         checks.finite(f"the model's {key}", value, "this fit diverged; fit again with a lower lr before saving")
     payload = {
-        "format": FORMAT_VERSION, "kind": type(model).__name__, "state": state, "sha256": _digest(state),
+        "format": FORMAT_VERSION,
+        "kind": type(model).__name__,
+        "state": state,
+        "sha256": _digest(state),
         "config": model.config(),
         "settings": dataclasses.asdict(settings) if settings is not None else None,
         "settings_kind": type(settings).__name__ if settings is not None else None,
@@ -375,8 +402,10 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
         if tmp.is_file():
             tmp.unlink()
-        raise OSError(f"Could not save the fit to {path}: {exc}. Choose a writable path (for the book's cache, "
-                      "set VOLRENDER_CACHE to a writable folder).") from exc
+        raise OSError(
+            f"Could not save the fit to {path}: {exc}. Choose a writable path (for the book's cache, "
+            "set VOLRENDER_CACHE to a writable folder)."
+        ) from exc
 
 
 def load_volume(path, device="cpu"):
@@ -391,8 +420,9 @@ def load_volume(path, device="cpu"):
     path = Path(path)
     remake = "Delete it and re-run the chapter that saves it (Chapter 4 or 5), or save_volume again."
     if not path.is_file():
-        raise FileNotFoundError(f"No fitted volume at {path}. Run Chapter 4 (or 5), or fit and save_volume, "
-                                "to create it.")
+        raise FileNotFoundError(
+            f"No fitted volume at {path}. Run Chapter 4 (or 5), or fit and save_volume, to create it."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
@@ -408,8 +438,7 @@ def load_volume(path, device="cpu"):
         model = kinds[payload["kind"]].from_config(payload["config"])
         model.load_state_dict(payload["state"])
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} holds a fit whose description does not match its tensors ({exc}). {remake}") \
-            from exc
+        raise ValueError(f"{path} holds a fit whose description does not match its tensors ({exc}). {remake}") from exc
     model.settings = settings_kinds[payload["settings_kind"]](**payload["settings"]) if payload["settings"] else None
     model.history = FitHistory(**payload["history"]) if payload["history"] else None
     model.info = payload["info"] or {}

@@ -89,8 +89,12 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     """
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
-    checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras",
-                 silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras))
+    checks.shape(
+        "silhouettes",
+        silhouettes,
+        f"(N, H, W) with N = {len(cameras)} cameras",
+        silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras),
+    )
     n_views, height, width = silhouettes.shape
     device = silhouettes.device
     centers = voxel_centers(volume_size, device=device).reshape(-1, 3)

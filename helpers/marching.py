@@ -68,8 +68,10 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
     elif t.shape == (3,):
         t = t[None]
     if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] not in (1, 3):
-        raise ValueError(f"{name} must be a number, 3 numbers, or a tensor of shape (3,), (1, 3), "
-                         f"({batch}, 1) or ({batch}, 3); got shape {tuple(t.shape)}.")
+        raise ValueError(
+            f"{name} must be a number, 3 numbers, or a tensor of shape (3,), (1, 3), "
+            f"({batch}, 1) or ({batch}, 3); got shape {tuple(t.shape)}."
+        )
     _check_finite(name, t)
     return t.expand(batch, 3)
 
@@ -129,8 +131,14 @@ def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = Tru
     return out.transpose(1, 2)
 
 
-def sample_volume(densities: torch.Tensor, features: torch.Tensor | None, points: torch.Tensor, voxel_size,
-                  volume_translation=(0.0, 0.0, 0.0), align_corners: bool = True):
+def sample_volume(
+    densities: torch.Tensor,
+    features: torch.Tensor | None,
+    points: torch.Tensor,
+    voxel_size,
+    volume_translation=(0.0, 0.0, 0.0),
+    align_corners: bool = True,
+):
     """Sample a batch of voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``.
 
     Args:
@@ -147,15 +155,20 @@ def sample_volume(densities: torch.Tensor, features: torch.Tensor | None, points
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
-    if features is not None and (features.ndim != 5 or features.shape[0] != densities.shape[0]
-                                 or features.shape[2:] != densities.shape[2:]):
-        raise ValueError(f"features must have shape (B, C, D, H, W) matching densities {tuple(densities.shape)} "
-                         f"in B, D, H and W; got {tuple(features.shape)}.")
+    if features is not None and (
+        features.ndim != 5 or features.shape[0] != densities.shape[0] or features.shape[2:] != densities.shape[2:]
+    ):
+        raise ValueError(
+            f"features must have shape (B, C, D, H, W) matching densities {tuple(densities.shape)} "
+            f"in B, D, H and W; got {tuple(features.shape)}."
+        )
     if points.ndim < 2 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (B, ..., 3), got {tuple(points.shape)}.")
     if points.shape[0] != densities.shape[0]:
-        raise ValueError(f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; "
-                         "expand the volume to the camera batch (tensor.expand) so each ray batch has its volume.")
+        raise ValueError(
+            f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; "
+            "expand the volume to the camera batch (tensor.expand) so each ray batch has its volume."
+        )
     _check_finite("densities", densities)
     _check_finite("points", points)
     grid = densities if features is None else torch.cat([densities, features], dim=1)
@@ -184,8 +197,9 @@ def volume_geometry(volumes):
     return 2.0 * scale / (size_xyz - 1), -matrix[:, 3, :3]
 
 
-def emission_absorption(densities: torch.Tensor, features: torch.Tensor, eps: float = 1e-10,
-                        surface_thickness: int = 1) -> torch.Tensor:
+def emission_absorption(
+    densities: torch.Tensor, features: torch.Tensor, eps: float = 1e-10, surface_thickness: int = 1
+) -> torch.Tensor:
     """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``.
 
     Args:
@@ -206,8 +220,10 @@ def emission_absorption(densities: torch.Tensor, features: torch.Tensor, eps: fl
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
     if features.shape[:-1] != densities.shape[:-1]:
-        raise ValueError(f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree in "
-                         "every dimension but the last (rays and samples per ray).")
+        raise ValueError(
+            f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree in "
+            "every dimension but the last (rays and samples per ray)."
+        )
     if surface_thickness < 0 or surface_thickness > densities.shape[-2]:
         raise ValueError(f"surface_thickness must be between 0 and the number of samples, got {surface_thickness}.")
     _check_finite("densities", densities)
@@ -249,8 +265,9 @@ class EmissionAbsorption(torch.nn.Module):
         self.surface_thickness, self.eps = surface_thickness, eps
 
     def forward(self, rays_densities, rays_features, **kwargs):
-        return emission_absorption(rays_densities, rays_features, eps=self.eps,
-                                   surface_thickness=self.surface_thickness)
+        return emission_absorption(
+            rays_densities, rays_features, eps=self.eps, surface_thickness=self.surface_thickness
+        )
 
 
 class AbsorptionOnly(torch.nn.Module):
@@ -263,7 +280,9 @@ class AbsorptionOnly(torch.nn.Module):
         return absorption_only(rays_densities)
 
 
-def alpha_from_sigma(sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None) -> torch.Tensor:
+def alpha_from_sigma(
+    sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None
+) -> torch.Tensor:
     """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature).
 
     Args:
@@ -279,7 +298,9 @@ def alpha_from_sigma(sigma: torch.Tensor, lengths: torch.Tensor, directions: tor
     Defined in §3.3.
     """
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
-        raise ValueError(f"sigma must have shape lengths.shape + (1,) = {tuple(lengths.shape) + (1,)}, got {tuple(sigma.shape)}.")
+        raise ValueError(
+            f"sigma must have shape lengths.shape + (1,) = {(*tuple(lengths.shape), 1)}, got {tuple(sigma.shape)}."
+        )
     if lengths.shape[-1] < 2:
         raise ValueError("alpha_from_sigma needs at least two samples per ray to know the step.")
     _check_finite("sigma", sigma)
@@ -317,17 +338,20 @@ class Renderer(torch.nn.Module):
         from pytorch3d.structures import Volumes
 
         if not isinstance(volumes, Volumes):
-            raise TypeError(f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; "
-                            "wrap the grids with Volumes(densities=..., features=..., voxel_size=...).")
+            raise TypeError(
+                f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; "
+                "wrap the grids with Volumes(densities=..., features=..., voxel_size=...)."
+            )
         densities, features = volumes.densities(), volumes.features()
         sizes = volumes.get_grid_sizes()
         if not (sizes == torch.tensor(densities.shape[2:], device=sizes.device)).all():
-            raise ValueError("All volumes in the batch must have the same size (D, H, W); "
-                             f"got {sizes.tolist()}.")
+            raise ValueError(f"All volumes in the batch must have the same size (D, H, W); got {sizes.tolist()}.")
         ray_bundle = self.raysampler(cameras=cameras, **kwargs)
         voxel_size, translation = volume_geometry(volumes)
         rays_densities, rays_features = sample_volume(
-            densities, features, ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners())
-        images = self.raymarcher(rays_densities=rays_densities, rays_features=rays_features,
-                                 ray_bundle=ray_bundle, **kwargs)
+            densities, features, ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners()
+        )
+        images = self.raymarcher(
+            rays_densities=rays_densities, rays_features=rays_features, ray_bundle=ray_bundle, **kwargs
+        )
         return images, ray_bundle

@@ -58,8 +58,9 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
     """
     checks.finite("the views' images", views.images, "re-render the dataset (delete its cache file)")
     cameras = views.cameras()
-    out = torch.cat([model(cameras[list(range(i, min(i + batch_size, len(views))))])
-                     for i in range(0, len(views), batch_size)])
+    out = torch.cat(
+        [model(cameras[list(range(i, min(i + batch_size, len(views))))]) for i in range(0, len(views), batch_size)]
+    )
     checks.finite("the rendered images", out, "the fitted volume is broken; re-run the fit with a lower lr")
     images, silhouettes = out[..., :3].clamp(0, 1), out[..., 3]
     return {
@@ -110,7 +111,7 @@ class FitHistory:
 
     def time_to_reach(self, target_psnr: float) -> float:
         """Fitting seconds at the first evaluation reaching ``target_psnr`` (``inf`` if never)."""
-        return next((s for s, p in zip(self.eval_seconds, self.psnr) if p >= target_psnr), math.inf)
+        return next((s for s, p in zip(self.eval_seconds, self.psnr, strict=True) if p >= target_psnr), math.inf)
 
 
 class DivergenceError(FloatingPointError):
@@ -131,12 +132,15 @@ def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0,
     loss, it = history.losses[-1], history.iterations[-1]
     hint = f"Lower the learning rate (lr={lr:g})" if lr is not None else "Lower the learning rate"
     if not math.isfinite(loss):
-        raise DivergenceError(f"The loss became {loss} at iteration {it}. {hint}, and check that the training "
-                              "images are finite.")
+        raise DivergenceError(
+            f"The loss became {loss} at iteration {it}. {hint}, and check that the training images are finite."
+        )
     if len(history.losses) <= window:
         return
     recent = sorted(history.losses[-window:])[window // 2]
     first, best = history.losses[0], min(history.losses)
     if recent > first or recent > factor * best:
-        raise DivergenceError(f"The fit diverged: at iteration {it} the median loss of the last {window} iterations "
-                              f"is {recent:.4g}, against {first:.4g} at the start and {best:.4g} at best. {hint}.")
+        raise DivergenceError(
+            f"The fit diverged: at iteration {it} the median loss of the last {window} iterations "
+            f"is {recent:.4g}, against {first:.4g} at the start and {best:.4g} at best. {hint}."
+        )

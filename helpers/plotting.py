@@ -24,8 +24,15 @@ def _numpy_images(images) -> np.ndarray:
     return images
 
 
-def image_grid(images, rows: int | None = None, cols: int | None = None, titles=None,
-               cmap: str = "gray", size: float = 1.6, suptitle: str | None = None):
+def image_grid(
+    images,
+    rows: int | None = None,
+    cols: int | None = None,
+    titles=None,
+    cmap: str = "gray",
+    size: float = 1.6,
+    suptitle: str | None = None,
+):
     """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure.
 
     ``images``: ``(N, H, W, 3)`` RGB, ``(N, H, W, 4)`` RGBA (only RGB is shown)
@@ -44,9 +51,13 @@ def image_grid(images, rows: int | None = None, cols: int | None = None, titles=
         rows = math.ceil(n / cols)
     if rows * cols < n:
         raise ValueError(f"A {rows} x {cols} grid cannot hold {n} images.")
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
-                             gridspec_kw={"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25},
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
+        gridspec_kw={"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25},
+        squeeze=False,
+    )
     for i, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
         if i >= n:

@@ -26,7 +26,6 @@ from pytorch3d.renderer.implicit import RayBundle
 from . import checks
 from .data import camera_centers
 
-
 #: Side of the cube of world space the voxel grid fills, centred on the origin (the original
 #: tutorial's 3.0): the cow fits in [-1, 1]^3 and 3 leaves half a unit of margin around it.
 VOLUME_EXTENT = 3.0
@@ -37,8 +36,10 @@ def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, floa
     min_depth = checks.number("min_depth", min_depth, 0.0)
     max_depth = checks.number("max_depth", max_depth)
     if min_depth >= max_depth:
-        raise ValueError(f"min_depth={min_depth} must be smaller than max_depth={max_depth}; "
-                         "depths are view-space z, increasing away from the camera.")
+        raise ValueError(
+            f"min_depth={min_depth} must be smaller than max_depth={max_depth}; "
+            "depths are view-space z, increasing away from the camera."
+        )
     return n_pts_per_ray, min_depth, max_depth
 
 
@@ -191,8 +192,16 @@ class GridRaysampler(torch.nn.Module):
     Defined in §2.4.
     """
 
-    def __init__(self, *, image_width: int, image_height: int, n_pts_per_ray: int,
-                 min_depth: float, max_depth: float, stratified: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        image_width: int,
+        image_height: int,
+        n_pts_per_ray: int,
+        min_depth: float,
+        max_depth: float,
+        stratified: bool = False,
+    ) -> None:
         super().__init__()
         n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
         self.register_buffer("_xy_grid", ndc_pixel_centers(image_width, image_height), persistent=False)
@@ -200,18 +209,32 @@ class GridRaysampler(torch.nn.Module):
         self.n_pts_per_ray, self.min_depth, self.max_depth = n_pts_per_ray, min_depth, max_depth
         self.stratified = bool(stratified)  # _xy_grid is a buffer, so module.to(device) moves it
 
-    def forward(self, cameras, *, min_depth=None, max_depth=None, n_pts_per_ray=None,
-                stratified_sampling=None, mask=None, n_rays_per_image=None, n_rays_total=None,
-                **kwargs) -> RayBundle:
+    def forward(
+        self,
+        cameras,
+        *,
+        min_depth=None,
+        max_depth=None,
+        n_pts_per_ray=None,
+        stratified_sampling=None,
+        mask=None,
+        n_rays_per_image=None,
+        n_rays_total=None,
+        **kwargs,
+    ) -> RayBundle:
         _check_cameras(cameras)
         for name, value in (("mask", mask), ("n_rays_per_image", n_rays_per_image), ("n_rays_total", n_rays_total)):
             if value is not None:
-                raise ValueError(f"GridRaysampler samples the full pixel grid; {name} is not supported "
-                                 "(use NDCMultinomialRaysampler or MonteCarloRaysampler to sample a subset).")
+                raise ValueError(
+                    f"GridRaysampler samples the full pixel grid; {name} is not supported "
+                    "(use NDCMultinomialRaysampler or MonteCarloRaysampler to sample a subset)."
+                )
         device = self._xy_grid.device
         if not _same_device(cameras.device, device) or not _same_device(cameras.R.device, device):
-            raise ValueError(f"The cameras are on {cameras.R.device} but the raysampler is on {device}; "
-                             f"move one of them, e.g. raysampler.to(cameras.device).")
+            raise ValueError(
+                f"The cameras are on {cameras.R.device} but the raysampler is on {device}; "
+                f"move one of them, e.g. raysampler.to(cameras.device)."
+            )
         min_depth = self.min_depth if min_depth is None else min_depth
         max_depth = self.max_depth if max_depth is None else max_depth
         n_pts = self.n_pts_per_ray if n_pts_per_ray is None else n_pts_per_ray
@@ -266,7 +289,10 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
 
 
 def inside_box(points: torch.Tensor, extent: float = VOLUME_EXTENT) -> torch.Tensor:
-    """Boolean ``(...)``: which of ``points`` ``(..., 3)`` lie in the cube of side ``extent`` centred at 0. Defined in §2.8."""
+    """Boolean ``(...)``: which of ``points`` ``(..., 3)`` lie in the cube of side ``extent`` centred at 0.
+
+    Defined in §2.8.
+    """
     return (points.abs() <= extent / 2).all(dim=-1)
 
 

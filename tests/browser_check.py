@@ -22,6 +22,7 @@ Usage: ``python tests/browser_check.py _build/html [--screenshots artifacts]``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import functools
 import http.server
@@ -39,8 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 SKIP_PAGES = {"search.html", "genindex.html"}  # Sphinx's generated index pages have nothing of ours to check
 WINDOW = (1280, 960)
 
@@ -75,10 +82,21 @@ class Chromium:
             os.dup2(high_w, 4)
 
         self.proc = subprocess.Popen(
-            [executable, *CHROMIUM_FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
-             "--hide-scrollbars", "--mute-audio", f"--window-size={window[0]},{window[1]}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=wire_pipes,
+            [
+                executable,
+                *CHROMIUM_FLAGS,
+                "--remote-debugging-pipe",
+                f"--user-data-dir={self.profile}",
+                "--hide-scrollbars",
+                "--mute-audio",
+                f"--window-size={window[0]},{window[1]}",
+                "about:blank",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            close_fds=False,
+            preexec_fn=wire_pipes,
         )
         os.close(high_r), os.close(high_w)
         self._next_id = 0
@@ -93,8 +111,14 @@ class Chromium:
         self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.send(f"{domain}.enable", session=True)
-        self.send("Emulation.setDeviceMetricsOverride", session=True, width=window[0], height=window[1],
-                  deviceScaleFactor=1, mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            session=True,
+            width=window[0],
+            height=window[1],
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         # Refuse every request not for the local site: the check must never use the network.
         self.send("Fetch.enable", session=True, patterns=[{"urlPattern": "*"}])
 
@@ -121,7 +145,7 @@ class Chromium:
 
     def _route(self, params):
         url = params["request"]["url"]
-        if url.startswith(self.allowed) or url.startswith("data:"):
+        if url.startswith((self.allowed, "data:")):
             self._post("Fetch.continueRequest", True, {"requestId": params["requestId"]})
         else:
             self.blocked.append(url)
@@ -151,20 +175,16 @@ class Chromium:
         return reply.get("result", {})
 
     def close(self):
-        try:
+        with contextlib.suppress(CDPError, OSError):
             self.send("Browser.close")
-        except (CDPError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         for fd in (self._to_child, self._from_child):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self):
@@ -238,7 +258,7 @@ def site_pages(site_dir: Path) -> list[str]:
     return pages
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ids_in_file(path: Path) -> frozenset:
     text = path.read_text(errors="replace")
     return frozenset(re.findall(r"""\s(?:id|name)=["']([^"']+)["']""", text))
@@ -247,7 +267,7 @@ def _ids_in_file(path: Path) -> frozenset:
 def _check_link(site_dir: Path, base: str, page: str, href: str, page_ids: set) -> str | None:
     """A problem with an internal link, or None when it resolves (file, and anchor when given)."""
     parts = urlsplit(href)
-    rel = unquote(parts.path)[len(urlsplit(base).path):]
+    rel = unquote(parts.path)[len(urlsplit(base).path) :]
     target = site_dir / rel
     if rel == "" or rel.endswith("/"):
         target = target / "index.html"
@@ -262,8 +282,9 @@ def _check_link(site_dir: Path, base: str, page: str, href: str, page_ids: set) 
     return None
 
 
-def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle: float = 0.5,
-               screenshot: Path | None = None) -> PageReport:
+def check_page(
+    browser: Chromium, site: Site, site_dir: Path, page: str, settle: float = 0.5, screenshot: Path | None = None
+) -> PageReport:
     report = PageReport(page)
     while not browser.events.empty():  # drop events left over from the previous page
         browser.events.get_nowait()
@@ -301,12 +322,12 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         elif method == "Network.responseReceived":
             resp = params["response"]
             if resp["url"].startswith(local) and resp["status"] >= 400 and resp["url"] not in ignored:
-                report.problems.append(f"HTTP {resp['status']} for {resp['url'][len(local):]}")
+                report.problems.append(f"HTTP {resp['status']} for {resp['url'][len(local) :]}")
         elif method == "Network.loadingFailed":
             pending.discard(params["requestId"])
             failed = requests.get(params["requestId"], "")
             if failed.startswith(local) and not params.get("canceled") and failed not in ignored:
-                report.problems.append(f"request failed ({params.get('errorText')}) for {failed[len(local):]}")
+                report.problems.append(f"request failed ({params.get('errorText')}) for {failed[len(local) :]}")
         elif method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
             text = details.get("exception", {}).get("description") or details.get("text", "")
@@ -317,17 +338,20 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         elif method == "Log.entryAdded":
             entry = params["entry"]
             if entry.get("level") == "error" and entry.get("url", "").startswith(local) and entry["url"] not in ignored:
-                report.problems.append(f"browser error: {entry.get('text')} ({entry['url'][len(local):]})")
+                report.problems.append(f"browser error: {entry.get('text')} ({entry['url'][len(local) :]})")
     else:
         report.problems.append(f"page did not finish loading within {browser.timeout} s")
 
     report.blocked_requests = list(browser.blocked)
-    facts = json.loads(browser.send("Runtime.evaluate", session=True, expression=PAGE_FACTS_JS,
-                                    returnByValue=True)["result"]["value"])
+    facts = json.loads(
+        browser.send("Runtime.evaluate", session=True, expression=PAGE_FACTS_JS, returnByValue=True)["result"]["value"]
+    )
     report.images = len(facts["imgs"])
     for img in facts["imgs"]:
         if not img["complete"] or img["width"] == 0:
-            report.problems.append(f"image did not load: {img['src'][len(local):] if img['src'].startswith(local) else img['src']}")
+            report.problems.append(
+                f"image did not load: {img['src'][len(local) :] if img['src'].startswith(local) else img['src']}"
+            )
     report.output_figures = sum(1 for img in facts["imgs"] if img["output"] and img["width"] > 0)
     if page.startswith("notebooks/"):
         if report.output_figures == 0:
@@ -335,7 +359,7 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         for text in facts["figureText"]:
             report.problems.append(f"figure printed as text instead of drawn: {text.strip()[:80]}")
     page_ids = set(facts["ids"])
-    shown = unquote(urlsplit(facts["href"]).path)[len(urlsplit(site.base).path):]  # after any redirect
+    shown = unquote(urlsplit(facts["href"]).path)[len(urlsplit(site.base).path) :]  # after any redirect
     seen = set()
     for href in facts["links"]:
         if not href.startswith(site.base):
@@ -352,8 +376,11 @@ def check_page(browser: Chromium, site: Site, site_dir: Path, page: str, settle:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
         _screenshot(browser, screenshot)
         if report.output_figures:  # and one of the first figure, which the top of a chapter does not show
-            browser.send("Runtime.evaluate", session=True, expression=(
-                "document.querySelector('.cell_output img').scrollIntoView({block: 'center'})"))
+            browser.send(
+                "Runtime.evaluate",
+                session=True,
+                expression=("document.querySelector('.cell_output img').scrollIntoView({block: 'center'})"),
+            )
             time.sleep(0.3)
             _screenshot(browser, screenshot.with_name(screenshot.stem + "-figure.png"))
     return report
@@ -364,8 +391,12 @@ def _screenshot(browser: Chromium, path: Path) -> None:
     path.write_bytes(base64.b64decode(shot["data"]))
 
 
-def check_site(site_dir: Path, chromium: str | None = None, screenshots: dict[str, Path] | None = None,
-               pages: list[str] | None = None) -> Report:
+def check_site(
+    site_dir: Path,
+    chromium: str | None = None,
+    screenshots: dict[str, Path] | None = None,
+    pages: list[str] | None = None,
+) -> Report:
     """Check every page of ``site_dir``; ``screenshots`` maps page -> PNG path to save."""
     site_dir = Path(site_dir).resolve()
     chromium = chromium or find_chromium()
@@ -396,11 +427,17 @@ def main(argv=None):
     parser.add_argument("--screenshots", type=Path, help="folder for screenshots of every page")
     args = parser.parse_args(argv)
     pages = site_pages(args.site)
-    shots = {p: args.screenshots / (p.replace("/", "-").removesuffix(".html") + ".png") for p in pages} if args.screenshots else None
+    shots = (
+        {p: args.screenshots / (p.replace("/", "-").removesuffix(".html") + ".png") for p in pages}
+        if args.screenshots
+        else None
+    )
     report = check_site(args.site, screenshots=shots)
     for page in report.pages:
-        print(f"{page.path}: {page.images} images ({page.output_figures} output figures), "
-              f"{len(page.blocked_requests)} external requests refused, {len(page.problems)} problems")
+        print(
+            f"{page.path}: {page.images} images ({page.output_figures} output figures), "
+            f"{len(page.blocked_requests)} external requests refused, {len(page.problems)} problems"
+        )
     for problem in report.problems:
         print("PROBLEM", problem)
     return 1 if report.problems else 0

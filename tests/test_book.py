@@ -33,7 +33,7 @@ def test_gif_has_every_frame_in_order():
     im, decoded = decode_gif(book.animated_gif(frames, scale=1, frame_ms=70))
     assert im.size == (8, 6) and im.info.get("loop") == 0
     assert len(decoded) == 4
-    for (pixels, duration), colour in zip(decoded, colours):
+    for (pixels, duration), colour in zip(decoded, colours, strict=True):
         assert duration == 70
         assert (pixels == (colour.numpy() * 255).astype(np.uint8)).all()
 
@@ -43,11 +43,14 @@ def test_gif_scales():
     assert im.size == (30, 15) and len(decoded) == 3
 
 
-@pytest.mark.parametrize("bad, message", [
-    (torch.full((2, 4, 4, 3), float("nan")), "NaN"),
-    (torch.zeros(1, 4, 4, 3), "at least 2"),
-    (torch.zeros(2, 4, 4), r"\(N, H, W, 3\)"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (torch.full((2, 4, 4, 3), float("nan")), "NaN"),
+        (torch.zeros(1, 4, 4, 3), "at least 2"),
+        (torch.zeros(2, 4, 4), r"\(N, H, W, 3\)"),
+    ],
+)
 def test_gif_refuses_bad_frames(bad, message):
     with pytest.raises(ValueError, match=message):
         book.animated_gif(bad)
@@ -89,6 +92,7 @@ def test_glue_displays_without_myst_nb(monkeypatch):
 
 # --- pages that paste from chapters ----------------------------------------------------------------
 
+
 def glue_references():
     """(page, key, notebook) for every cross-document glue directive or role in book/*.md."""
     refs = []
@@ -110,8 +114,12 @@ def test_the_landing_page_pastes_from_the_chapters():
 def test_every_pasted_key_is_glued_by_its_notebook(page, key, notebook):
     assert notebook.is_file(), f"{page} pastes from {notebook}, which does not exist"
     toc = (ROOT / "_toc.yml").read_text()
-    assert f"file: {notebook.relative_to(ROOT).with_suffix('').as_posix()}" in toc, f"{notebook.name} is not in _toc.yml"
-    code = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code")
+    assert f"file: {notebook.relative_to(ROOT).with_suffix('').as_posix()}" in toc, (
+        f"{notebook.name} is not in _toc.yml"
+    )
+    code = "\n".join(
+        "".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"
+    )
     constants = {name: value for name, value in vars(book).items() if name.endswith("_KEY")}
     glued = set(re.findall(r"""glue\(\s*["']([^"']+)["']""", code))
     glued |= {constants[name] for name in re.findall(r"glue\(\s*book\.(\w+_KEY)", code) if name in constants}
@@ -124,7 +132,9 @@ CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def markdown(path):
-    return "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown")
+    return "\n".join(
+        "".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"
+    )
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.name)
@@ -132,7 +142,9 @@ def test_chapter_has_learn_summary_exercises_and_citations(path):
     text = markdown(path)
     assert "**You will learn**" in text.split("\n## ")[0], "the chapter should open with **You will learn**"
     headings = re.findall(r"^## (.+)$", text, flags=re.M)
-    assert headings[-2:] == ["Summary", "Exercises"], f"the chapter should close with Summary then Exercises, not {headings[-2:]}"
+    assert headings[-2:] == ["Summary", "Exercises"], (
+        f"the chapter should close with Summary then Exercises, not {headings[-2:]}"
+    )
     exercises = re.findall(r"^:::\{exercise\}\s*\n:label:\s*(\S+)", text, flags=re.M)
     solutions = re.findall(r"^:::\{solution\}\s*(\S+)\s*\n:class:\s*dropdown", text, flags=re.M)
     assert 2 <= len(exercises) <= 4, f"{len(exercises)} exercises; the book asks for 2 to 4"

@@ -11,9 +11,8 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
 import browser_check
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "_build" / "html"
@@ -97,9 +96,11 @@ def tiny_site(root: Path, img_src="img/dot.png", link="page.html#there", script=
     (root / "img" / "dot.png").write_bytes(PNG_1x1)
     (root / "index.html").write_text(
         f"<!doctype html><html><body><h1 id='top'>Tiny</h1><img src='{img_src}' alt='dot'>"
-        f"<a href='{link}'>next</a><a href='#top'>top</a>{script}</body></html>")
-    (root / "page.html").write_text("<!doctype html><html><body><p id='there'>here</p>"
-                                    "<a href='index.html'>back</a></body></html>")
+        f"<a href='{link}'>next</a><a href='#top'>top</a>{script}</body></html>"
+    )
+    (root / "page.html").write_text(
+        "<!doctype html><html><body><p id='there'>here</p><a href='index.html'>back</a></body></html>"
+    )
     return root
 
 
@@ -118,7 +119,9 @@ def test_check_catches_a_broken_image(tmp_path, chromium):
 
 
 def test_check_catches_a_broken_link_and_anchor(tmp_path, chromium):
-    assert any("broken link to nowhere.html" in p for p in problems(tiny_site(tmp_path / "a", link="nowhere.html"), chromium))
+    assert any(
+        "broken link to nowhere.html" in p for p in problems(tiny_site(tmp_path / "a", link="nowhere.html"), chromium)
+    )
     found = problems(tiny_site(tmp_path / "b", link="page.html#gone"), chromium)
     assert any("page.html#gone" in p and "anchor" in p for p in found), found
 
@@ -136,7 +139,9 @@ def test_check_catches_a_broken_image_in_a_built_page(tmp_path, chromium):
     site = tmp_path / "html"
     shutil.copytree(SITE, site)
     page = site / chapters[0].relative_to(SITE)
-    broken, count = re.subn(r'(<img\b[^>]*?\bsrc="\.\./_images/)([^"]+)(")', r"\1broken-\2\3", page.read_text(), count=1)
+    broken, count = re.subn(
+        r'(<img\b[^>]*?\bsrc="\.\./_images/)([^"]+)(")', r"\1broken-\2\3", page.read_text(), count=1
+    )
     assert count == 1, f"{page.name} has no figure to break"
     page.write_text(broken)
     rel = page.relative_to(site).as_posix()

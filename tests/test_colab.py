@@ -49,7 +49,9 @@ def fake_torch(version, cuda):
 
 def test_present_is_a_no_op(capsys):
     pip = Pip()
-    assert colab.ensure_pytorch3d(run=pip, modules={"torch": fake_torch("2.11.0", None)}, works=lambda: True) == "present"
+    assert (
+        colab.ensure_pytorch3d(run=pip, modules={"torch": fake_torch("2.11.0", None)}, works=lambda: True) == "present"
+    )
     assert pip.calls == []
     assert capsys.readouterr().out == ""
 
@@ -59,8 +61,11 @@ def test_present_locally_for_real():
     assert colab.ensure_pytorch3d(run=Pip()) == "present"
 
 
-@pytest.mark.parametrize("loaded", [None, fake_torch("2.11.0", None), fake_torch("2.11.0+cu128", "12.8")],
-                         ids=["torch-not-imported", "same-torch-cpu-only", "same-torch-cuda"])
+@pytest.mark.parametrize(
+    "loaded",
+    [None, fake_torch("2.11.0", None), fake_torch("2.11.0+cu128", "12.8")],
+    ids=["torch-not-imported", "same-torch-cpu-only", "same-torch-cuda"],
+)
 def test_missing_installs_exact_pins_and_guesses_nothing(loaded, capsys):
     state = {"installed": False}
     pip = Pip(state)
@@ -74,7 +79,9 @@ def test_missing_installs_exact_pins_and_guesses_nothing(loaded, capsys):
     packages = [a for a in cmd[4:] if not a.startswith("-")]
     assert packages == [f"torch=={pins['torch']}", f"easypytorch3d=={pins['easypytorch3d']}"]
     # no wheel URL, find-links or index built from version strings (the seed's bug)
-    assert not [a for a in cmd if "://" in a or a in ("-f", "--find-links", "--index-url", "--extra-index-url", "--no-index")]
+    assert not [
+        a for a in cmd if "://" in a or a in ("-f", "--find-links", "--index-url", "--extra-index-url", "--no-index")
+    ]
     assert not [a for a in cmd if re.search(r"cu\d+|pyt\d+|py3\d", a)]
     out = capsys.readouterr().out
     assert f"torch=={pins['torch']}" in out and "Restart" not in out
@@ -85,7 +92,9 @@ def test_different_torch_already_imported_asks_for_a_restart():
     pip = Pip(state)
     old = fake_torch("2.5.1+cu121", "12.1")
     with pytest.raises(RuntimeError) as err:
-        colab.ensure_pytorch3d(run=pip, modules={"torch": old}, works=lambda: state["installed"], version_info=(3, 12, 0))
+        colab.ensure_pytorch3d(
+            run=pip, modules={"torch": old}, works=lambda: state["installed"], version_info=(3, 12, 0)
+        )
     msg = str(err.value)
     assert "2.5.1" in msg and requirement_pins()["torch"] in msg
     assert "Restart" in msg and "Runtime" in msg
@@ -96,8 +105,9 @@ def test_broken_pytorch3d_with_a_different_torch_reinstalls_then_asks_for_a_rest
     # PyTorch3D is there but its compiled part does not load (a torch mismatch): importing it imported torch.
     pip = Pip()
     with pytest.raises(RuntimeError, match="Restart"):
-        colab.ensure_pytorch3d(run=pip, modules={"torch": fake_torch("2.9.0", "12.6")}, works=lambda: False,
-                               version_info=(3, 12, 0))
+        colab.ensure_pytorch3d(
+            run=pip, modules={"torch": fake_torch("2.9.0", "12.6")}, works=lambda: False, version_info=(3, 12, 0)
+        )
     assert len(pip.calls) == 1
 
 
@@ -135,6 +145,7 @@ def test_pins_match_requirements():
 
 # --- the setup cell itself -------------------------------------------------------------------------
 
+
 def cells(path):
     return json.loads(path.read_text())["cells"]
 
@@ -149,10 +160,13 @@ def source(cell):
 
 def test_every_notebook_starts_with_the_identical_setup_cell():
     assert NOTEBOOKS
+
     def setup_and_intro(path):
         nb_cells = cells(path)
         first = next(i for i, c in enumerate(nb_cells) if c["cell_type"] == "code")
-        assert first > 0 and nb_cells[first - 1]["cell_type"] == "markdown", f"{path.name}: no sentence before the setup cell"
+        assert first > 0 and nb_cells[first - 1]["cell_type"] == "markdown", (
+            f"{path.name}: no sentence before the setup cell"
+        )
         return nb_cells[first], source(nb_cells[first - 1])
 
     reference, reference_intro = setup_and_intro(NOTEBOOKS[0])
@@ -161,7 +175,9 @@ def test_every_notebook_starts_with_the_identical_setup_cell():
         cell, intro = setup_and_intro(path)
         assert source(cell) == source(reference), f"{path.name}: first code cell differs from {NOTEBOOKS[0].name}'s"
         assert "hide-cell" in cell.get("metadata", {}).get("tags", []), f"{path.name}: setup cell not collapsed"
-        assert intro == reference_intro, f"{path.name}: the setup cell must follow the same markdown cell as {NOTEBOOKS[0].name}'s"
+        assert intro == reference_intro, (
+            f"{path.name}: the setup cell must follow the same markdown cell as {NOTEBOOKS[0].name}'s"
+        )
 
 
 def config_repository_url():
@@ -225,11 +241,14 @@ def test_importing_the_setup_helper_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("smi, expected", [
-    (None, None),
-    ("Tesla T4, 550.54.15", "driver 550.54.15.*580 or newer"),
-    ("NVIDIA H100 80GB HBM3, 580.65.06", "torch cannot use it"),
-])
+@pytest.mark.parametrize(
+    "smi, expected",
+    [
+        (None, None),
+        ("Tesla T4, 550.54.15", "driver 550.54.15.*580 or newer"),
+        ("NVIDIA H100 80GB HBM3, 580.65.06", "torch cannot use it"),
+    ],
+)
 def test_a_gpu_torch_cannot_use_is_explained(smi, expected):
     def which(name):
         return "/usr/bin/nvidia-smi" if smi is not None else None

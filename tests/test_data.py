@@ -43,7 +43,7 @@ def test_checksums_match_the_shared_copy():
 def test_env_folder_missing_a_file(monkeypatch, mesh_copy):
     (mesh_copy / "cow.mtl").unlink()
     monkeypatch.setenv(data.ENV_MESH_DIR, str(mesh_copy))
-    with pytest.raises(FileNotFoundError, match="cow.mtl"):
+    with pytest.raises(FileNotFoundError, match=r"cow.mtl"):
         data.cow_mesh_dir()
 
 
@@ -128,7 +128,7 @@ def test_corrupt_cached_file_is_replaced(isolated, monkeypatch):
 
 
 def test_data_dir_without_the_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cow.obj"):
+    with pytest.raises(FileNotFoundError, match=r"cow.obj"):
         data.load_cow_mesh(tmp_path)
 
 
@@ -136,7 +136,7 @@ def test_unreadable_mesh_raises_value_error(mesh_copy, monkeypatch):
     # A file with the right checksum cannot be wrong, so bypass the checksum to test the parser's error.
     (mesh_copy / "cow.obj").write_text("v 0 0 0\nf 1 2 3 4 5\nthis is not an obj\n")
     monkeypatch.setattr(data, "_check_files", lambda folder, origin: None)
-    with pytest.raises(ValueError, match="cow.obj"):
+    with pytest.raises(ValueError, match=r"cow.obj"):
         data.load_cow_mesh(mesh_copy)
 
 

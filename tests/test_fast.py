@@ -135,7 +135,7 @@ def test_hull_contains_every_silhouette_ray(train, cow_hull):
     t = torch.linspace(1.1, 4.3, 400)  # 0.008 apart, under half a voxel
     hit = torch.zeros(o.shape[0], dtype=torch.bool)
     for s in range(0, o.shape[0], 2048):
-        hit[s:s + 2048] = cow_hull.lookup(o[s:s + 2048, None] + t[None, :, None] * d[s:s + 2048, None]).any(1)
+        hit[s : s + 2048] = cow_hull.lookup(o[s : s + 2048, None] + t[None, :, None] * d[s : s + 2048, None]).any(1)
     assert hit.all()
 
 
@@ -178,7 +178,7 @@ def test_masked_adam_matches_adam_on_active_voxels():
     for _ in range(5):
         for p, opt in ((a, opt_a), (b, opt_b)):
             opt.zero_grad()
-            (p ** 3).sum().backward()
+            (p**3).sum().backward()
             opt.step()
     torch.testing.assert_close(a, b)
 
@@ -186,8 +186,9 @@ def test_masked_adam_matches_adam_on_active_voxels():
 def test_fast_fit_beats_an_untrained_volume(train):
     heldout = data.generate_heldout_renders(device="cpu")
     small = data.CowViews(*(getattr(heldout, k)[:4] for k in data.CowViews.__dataclass_fields__))
-    settings = fast.FastSettings(n_iter=60, rays_per_step=4096, coarse_volume_size=32, coarse_fraction=0.5,
-                                 volume_size=64, eval_every=60, lr=0.1)
+    settings = fast.FastSettings(
+        n_iter=60, rays_per_step=4096, coarse_volume_size=32, coarse_fraction=0.5, volume_size=64, eval_every=60, lr=0.1
+    )
     model, history = fast.fit(train, small, settings)
     untrained = fast.FastVolume(64, occupancy=model.occupancy, unit=model.unit)
     base = metrics.evaluate(untrained, small)
@@ -200,7 +201,11 @@ def test_fast_fit_beats_an_untrained_volume(train):
 
 
 def test_bad_settings_are_rejected(train):
-    for bad, message in [(dict(density="relu"), "density"), (dict(n_iter=0), "n_iter"),
-                         (dict(random_rays=False, rays_per_step=5), "rays_per_step"), (dict(lr=float("nan")), "lr")]:
+    for bad, message in [
+        (dict(density="relu"), "density"),
+        (dict(n_iter=0), "n_iter"),
+        (dict(random_rays=False, rays_per_step=5), "rays_per_step"),
+        (dict(lr=float("nan")), "lr"),
+    ]:
         with pytest.raises(ValueError, match=message):
             fast.fit(train, settings=fast.FastSettings(**bad))

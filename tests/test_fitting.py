@@ -17,6 +17,7 @@ def _cameras(n, elev=0.0):
 
 # --- reading targets at the rays' NDC coordinates -------------------------------------------
 
+
 @pytest.mark.parametrize("h, w", [(6, 6), (5, 9), (9, 5)])
 def test_sampling_at_pixel_centres_returns_the_pixels(h, w):
     """A grid raysampler's xys are the pixel centres: sampling there must give the image back.
@@ -33,14 +34,17 @@ def test_sampling_random_rays_matches_their_pixels():
     """Random rays: each ray's colour is the pixel whose centre it passes through, found independently."""
     h, w = 16, 16
     images = torch.rand(3, h, w, 4)
-    sampler = NDCMultinomialRaysampler(image_width=w, image_height=h, n_pts_per_ray=2, min_depth=1, max_depth=2,
-                                       n_rays_per_image=40)
+    sampler = NDCMultinomialRaysampler(
+        image_width=w, image_height=h, n_pts_per_ray=2, min_depth=1, max_depth=2, n_rays_per_image=40
+    )
     xys = sampler(_cameras(3)).xys  # (3, 40, 1, 2); NDC +X left, +Y up
     col = ((1 - xys[..., 0]) * w / 2 - 0.5).round().long()
     row = ((1 - xys[..., 1]) * h / 2 - 0.5).round().long()
     expected = torch.stack([images[i, row[i], col[i]] for i in range(3)])
     assert torch.allclose(fitting.sample_at_xys(images, xys), expected, atol=1e-6)
-    assert len({(r, c) for r, c in zip(row[0, :, 0].tolist(), col[0, :, 0].tolist())}) == 40  # distinct pixels
+    assert (
+        len({(r, c) for r, c in zip(row[0, :, 0].tolist(), col[0, :, 0].tolist(), strict=True)}) == 40
+    )  # distinct pixels
 
 
 def test_sampling_rejects_mismatched_batches():
@@ -50,13 +54,16 @@ def test_sampling_rejects_mismatched_batches():
 
 # --- the model ------------------------------------------------------------------------------
 
+
 def test_model_initialisation_and_output_shapes():
     model = fitting.VolumeModel(fitting.make_renderer(12, n_pts_per_ray=20), (8, 8, 8), 3.0 / 8)
     assert torch.allclose(model.densities, torch.full((1, 8, 8, 8), 1 / (1 + math.exp(4))))
     assert torch.allclose(model.colors, torch.full((3, 8, 8, 8), 0.5))
     cams = _cameras(3)
     assert model(cams).shape == (3, 12, 12, 4)
-    rays, bundle = fitting.make_renderer(12, n_pts_per_ray=20, n_rays_per_image=7)(cameras=cams, volumes=model.volumes(3))
+    rays, bundle = fitting.make_renderer(12, n_pts_per_ray=20, n_rays_per_image=7)(
+        cameras=cams, volumes=model.volumes(3)
+    )
     assert rays.shape == (3, 7, 1, 4) and bundle.xys.shape == (3, 7, 1, 2)
 
 
@@ -97,10 +104,20 @@ def test_expanded_grid_gets_the_summed_gradient():
 
 # --- settings -------------------------------------------------------------------------------
 
+
 def test_default_settings_are_the_tutorial_recipe_on_a_gpu():
     gpu = fitting.FitSettings.for_device("cuda")
-    assert (gpu.volume_size, gpu.n_pts_per_ray, gpu.batch_size, gpu.n_iter, gpu.lr, gpu.lr_drop_at,
-            gpu.n_rays_per_image, gpu.min_depth, gpu.max_depth) == (128, 150, 10, 300, 0.1, 0.75, None, 0.1, 3.0)
+    assert (
+        gpu.volume_size,
+        gpu.n_pts_per_ray,
+        gpu.batch_size,
+        gpu.n_iter,
+        gpu.lr,
+        gpu.lr_drop_at,
+        gpu.n_rays_per_image,
+        gpu.min_depth,
+        gpu.max_depth,
+    ) == (128, 150, 10, 300, 0.1, 0.75, None, 0.1, 3.0)
     cpu = fitting.FitSettings.for_device("cpu")
     assert cpu.n_rays_per_image is not None and cpu.volume_size == 128
     # the CPU's points must span every depth at which a camera 2.7 away can meet the volume's box
@@ -111,17 +128,20 @@ def test_default_settings_are_the_tutorial_recipe_on_a_gpu():
     cpu.check(n_views=40, n_pixels=128 * 128)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(batch_size=41), "batch_size"),
-    (dict(n_iter=0), "n_iter"),
-    (dict(volume_size=7), "volume_size"),
-    (dict(lr=float("nan")), "lr"),
-    (dict(lr=-0.1), "lr"),
-    (dict(n_iter=np.int64(0)), "n_iter"),
-    (dict(n_pts_per_ray=2.5), "n_pts_per_ray"),
-    (dict(n_rays_per_image=128 * 128 + 1), "n_rays_per_image"),
-    (dict(min_depth=3.0, max_depth=1.0), "min_depth"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(batch_size=41), "batch_size"),
+        (dict(n_iter=0), "n_iter"),
+        (dict(volume_size=7), "volume_size"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(lr=-0.1), "lr"),
+        (dict(n_iter=np.int64(0)), "n_iter"),
+        (dict(n_pts_per_ray=2.5), "n_pts_per_ray"),
+        (dict(n_rays_per_image=128 * 128 + 1), "n_rays_per_image"),
+        (dict(min_depth=3.0, max_depth=1.0), "min_depth"),
+    ],
+)
 def test_impossible_settings_are_rejected_before_training(bad, match, monkeypatch):
     views = data.generate_cow_renders(num_views=40, image_size=128, device="cpu")
     monkeypatch.setattr(fitting, "VolumeModel", None)  # fails loudly if training were to start
@@ -134,34 +154,46 @@ def test_nan_training_data_is_refused_before_training():
     views.images = views.images.clone()
     views.images[:, 0, 0, 0] = float("nan")
     settings = fitting.FitSettings(volume_size=8, n_pts_per_ray=8, batch_size=2, n_iter=3, eval_every=0)
-    with pytest.raises(ValueError, match="train.images contains 4 NaN"):
+    with pytest.raises(ValueError, match=r"train.images contains 4 NaN"):
         fitting.fit(views, None, settings, progress=False)
 
 
 def test_a_huge_learning_rate_stops_the_fit():
     views = data.generate_cow_renders(num_views=40, image_size=32, device="cpu")
-    settings = fitting.FitSettings(volume_size=16, n_pts_per_ray=24, batch_size=4, n_iter=200, eval_every=0,
-                                   n_rays_per_image=64, min_depth=1.2, max_depth=4.2, lr=50.0)
+    settings = fitting.FitSettings(
+        volume_size=16,
+        n_pts_per_ray=24,
+        batch_size=4,
+        n_iter=200,
+        eval_every=0,
+        n_rays_per_image=64,
+        min_depth=1.2,
+        max_depth=4.2,
+        lr=50.0,
+    )
     with pytest.raises(metrics.DivergenceError, match="lr=50"):
         fitting.fit(views, None, settings, progress=False)
 
 
 # --- the loop -------------------------------------------------------------------------------
 
+
 def test_a_small_fit_learns_the_cow():
     """A 32^3 grid fitted to 32 x 32 views with random rays: the loss falls and held-out PSNR/IoU rise well
     above the untrained fog's."""
     train = data.generate_cow_renders(num_views=40, image_size=32, device="cpu")
     heldout = data.generate_heldout_renders(image_size=32, n_between=8, n_elevated=4, device="cpu")
-    settings = fitting.FitSettings(volume_size=32, n_pts_per_ray=40, batch_size=6, n_iter=60,
-                                   n_rays_per_image=192, eval_every=30)
+    settings = fitting.FitSettings(
+        volume_size=32, n_pts_per_ray=40, batch_size=6, n_iter=60, n_rays_per_image=192, eval_every=30
+    )
     calls = []
-    model, history = fitting.fit(train, heldout, settings, progress=False,
-                                 callback=lambda it, m, ev: calls.append((it, ev["images"].shape)))
+    model, history = fitting.fit(
+        train, heldout, settings, progress=False, callback=lambda it, m, ev: calls.append((it, ev["images"].shape))
+    )
     assert history.iterations == list(range(1, 61)) and len(history.losses) == 60
     assert history.eval_iterations == [0, 30, 60] and [c[0] for c in calls] == [0, 30, 60]
     assert calls[0][1] == (12, 32, 32, 3)
-    assert all(b >= a for a, b in zip(history.seconds, history.seconds[1:]))
+    assert all(b >= a for a, b in zip(history.seconds, history.seconds[1:], strict=False))
     first, last = sum(history.losses[:5]) / 5, sum(history.losses[-5:]) / 5
     assert last < 0.5 * first
     assert history.psnr[-1] > history.psnr[0] + 6  # at least four times less squared error than the fog
@@ -178,6 +210,7 @@ def test_whole_image_training_runs():
 
 
 # --- turntable and saved volumes -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("elevation", [0.0, 30.0, -20.0])
 def test_rotating_cameras_are_a_full_turn_of_look_at_cameras(elevation):
@@ -230,7 +263,7 @@ def test_damaged_or_foreign_fit_files_are_refused(tmp_path):
     raw = bytearray(path.read_bytes())
     flipped = tmp_path / "flipped.pt"
     at = raw.index(b"data/0") + 200  # inside the first tensor's bytes
-    flipped.write_bytes(bytes(raw[:at]) + bytes(b ^ 0xFF for b in raw[at:at + 64]) + bytes(raw[at + 64:]))
+    flipped.write_bytes(bytes(raw[:at]) + bytes(b ^ 0xFF for b in raw[at : at + 64]) + bytes(raw[at + 64 :]))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(bytes(raw[: len(raw) // 2]))
     foreign = tmp_path / "foreign.pt"

@@ -21,7 +21,9 @@ TOL = 1e-5
 
 def random_volume(batch=2, channels=3, size=(9, 10, 11), seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(batch, 1, *size, generator=g, dtype=dtype), torch.rand(batch, channels, *size, generator=g, dtype=dtype)
+    return torch.rand(batch, 1, *size, generator=g, dtype=dtype), torch.rand(
+        batch, channels, *size, generator=g, dtype=dtype
+    )
 
 
 def cameras(n=2):
@@ -29,8 +31,9 @@ def cameras(n=2):
 
 
 def raysampler(width=16, height=12, n_pts=40, min_depth=1.0, max_depth=4.5):
-    return NDCMultinomialRaysampler(image_width=width, image_height=height, n_pts_per_ray=n_pts,
-                                    min_depth=min_depth, max_depth=max_depth)
+    return NDCMultinomialRaysampler(
+        image_width=width, image_height=height, n_pts_per_ray=n_pts, min_depth=min_depth, max_depth=max_depth
+    )
 
 
 # ---------------------------------------------------------------- volume sampling
@@ -45,8 +48,12 @@ def test_world_to_local_matches_volumes(voxel_size, translation):
     torch.testing.assert_close(ours, vol.world_to_local_coords(pts), atol=TOL, rtol=0)
     # the voxel-centre grid maps to evenly spaced local coordinates from -1 to 1
     centres = vol.get_coord_grid(world_coordinates=True)
-    torch.testing.assert_close(marching.world_to_local(centres, dens.shape[2:], voxel_size, translation),
-                               vol.get_coord_grid(world_coordinates=False), atol=TOL, rtol=0)
+    torch.testing.assert_close(
+        marching.world_to_local(centres, dens.shape[2:], voxel_size, translation),
+        vol.get_coord_grid(world_coordinates=False),
+        atol=TOL,
+        rtol=0,
+    )
 
 
 @pytest.mark.parametrize("align_corners", [True, False])
@@ -54,15 +61,18 @@ def test_trilinear_matches_grid_sample_in_float64(align_corners):
     grid, _ = random_volume(channels=1, dtype=torch.float64)
     grid.requires_grad_(True)
     # points inside, at the border and well outside the volume
-    local = (torch.rand(2, 300, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2.6 - 1.3).requires_grad_(True)
+    local = (
+        torch.rand(2, 300, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 2.6 - 1.3
+    ).requires_grad_(True)
     ours = marching.trilinear(grid, local, align_corners)
-    ref = F.grid_sample(grid, local[:, :, None, None], mode="bilinear", padding_mode="zeros",
-                        align_corners=align_corners)[:, :, :, 0, 0].transpose(1, 2)
+    ref = F.grid_sample(
+        grid, local[:, :, None, None], mode="bilinear", padding_mode="zeros", align_corners=align_corners
+    )[:, :, :, 0, 0].transpose(1, 2)
     torch.testing.assert_close(ours, ref, atol=1e-12, rtol=0)
     w = torch.randn_like(ref)
     g_ours = torch.autograd.grad((ours * w).sum(), (grid, local))
     g_ref = torch.autograd.grad((ref * w).sum(), (grid, local))
-    for a, b in zip(g_ours, g_ref):
+    for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
 
 
@@ -71,12 +81,18 @@ def test_sample_volume_matches_volume_sampler(align_corners):
     dens, feats = random_volume()
     dens.requires_grad_(True)
     feats.requires_grad_(True)
-    vol = Volumes(densities=dens, features=feats, voxel_size=0.25, volume_translation=(0.1, -0.2, 0.3),
-                  align_corners=align_corners)
+    vol = Volumes(
+        densities=dens,
+        features=feats,
+        voxel_size=0.25,
+        volume_translation=(0.1, -0.2, 0.3),
+        align_corners=align_corners,
+    )
     bundle = raysampler()(cameras=cameras())
     ref_d, ref_f = VolumeSampler(vol)(bundle)
-    ours_d, ours_f = marching.sample_volume(dens, feats, rays.ray_points(bundle), 0.25, (0.1, -0.2, 0.3),
-                                            align_corners=align_corners)
+    ours_d, ours_f = marching.sample_volume(
+        dens, feats, rays.ray_points(bundle), 0.25, (0.1, -0.2, 0.3), align_corners=align_corners
+    )
     assert ours_d.shape == ref_d.shape == (2, 12, 16, 40, 1) and ours_f.shape == ref_f.shape == (2, 12, 16, 40, 3)
     assert ref_d.std() > 0.1  # the rays do cross the volume
     torch.testing.assert_close(ours_d, ref_d, atol=TOL, rtol=0)
@@ -84,7 +100,7 @@ def test_sample_volume_matches_volume_sampler(align_corners):
     wd, wf = torch.randn_like(ref_d), torch.randn_like(ref_f)
     g_ref = torch.autograd.grad((ref_d * wd).sum() + (ref_f * wf).sum(), (dens, feats))
     g_ours = torch.autograd.grad((ours_d * wd).sum() + (ours_f * wf).sum(), (dens, feats))
-    for a, b in zip(g_ours, g_ref):
+    for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, atol=TOL, rtol=0)
 
 
@@ -112,8 +128,10 @@ def test_sample_volume_without_features():
 
 def random_rays(shape=(3, 5), n_pts=12, channels=3, dtype=torch.float64, seed=4):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(*shape, n_pts, 1, generator=g, dtype=dtype),
-            torch.rand(*shape, n_pts, channels, generator=g, dtype=dtype))
+    return (
+        torch.rand(*shape, n_pts, 1, generator=g, dtype=dtype),
+        torch.rand(*shape, n_pts, channels, generator=g, dtype=dtype),
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -126,13 +144,19 @@ def test_emission_absorption_matches_pytorch3d(dtype):
     assert ours.shape == ref.shape == (3, 5, 4)
     torch.testing.assert_close(ours, ref, atol=TOL, rtol=0)
     w = torch.randn_like(ref)
-    for a, b in zip(torch.autograd.grad((ours * w).sum(), (dens, feats)), torch.autograd.grad((ref * w).sum(), (dens, feats))):
+    for a, b in zip(
+        torch.autograd.grad((ours * w).sum(), (dens, feats)),
+        torch.autograd.grad((ref * w).sum(), (dens, feats)),
+        strict=True,
+    ):
         torch.testing.assert_close(a, b, atol=TOL, rtol=0)
 
 
 def test_emission_absorption_gradcheck_float64():
     dens, feats = random_rays(shape=(2,), n_pts=5, channels=2)
-    assert torch.autograd.gradcheck(marching.emission_absorption, (dens.requires_grad_(True), feats.requires_grad_(True)))
+    assert torch.autograd.gradcheck(
+        marching.emission_absorption, (dens.requires_grad_(True), feats.requires_grad_(True))
+    )
 
 
 def test_weights_follow_the_shifted_product():
@@ -149,7 +173,9 @@ def test_weights_follow_the_shifted_product():
 
 def test_absorption_only_matches_pytorch3d():
     dens, _ = random_rays()
-    torch.testing.assert_close(marching.AbsorptionOnly()(rays_densities=dens), AbsorptionOnlyRaymarcher()(dens), atol=TOL, rtol=0)
+    torch.testing.assert_close(
+        marching.AbsorptionOnly()(rays_densities=dens), AbsorptionOnlyRaymarcher()(dens), atol=TOL, rtol=0
+    )
     torch.testing.assert_close(marching.absorption_only(dens), marching.emission_absorption(dens, dens)[..., -1:])
 
 
@@ -168,7 +194,9 @@ def test_opaque_first_sample_hides_everything_behind_it():
 def test_step_length_aware_form_has_the_closed_form_and_ignores_sample_count():
     sigma, a, b = 0.8, 1.0, 2.5  # a slab of density sigma between depths a and b
     for n in (32, 64, 128):
-        t = torch.linspace(0.0, 4.0, n + 1, dtype=torch.float64)[:-1]  # step h = 4/n: the slab holds (b - a) / h samples
+        t = torch.linspace(0.0, 4.0, n + 1, dtype=torch.float64)[
+            :-1
+        ]  # step h = 4/n: the slab holds (b - a) / h samples
         half = 2.0 / n  # half a step, so no sample sits on the slab's faces where rounding decides
         inside = (t > a - half) & (t < b - half)
         sig = inside.double()[:, None] * sigma
@@ -208,7 +236,7 @@ def test_renderer_matches_volume_renderer_and_needs_the_shift():
     w = torch.randn_like(ref)
     g_ref = torch.autograd.grad((ref * w).sum(), (dens, feats))
     g_ours = torch.autograd.grad((ours * w).sum(), (dens, feats))
-    for a, b in zip(g_ours, g_ref):
+    for a, b in zip(g_ours, g_ref, strict=True):
         torch.testing.assert_close(a, b, atol=TOL, rtol=0)
     # the comparison can tell: without the one-sample shift the colours are far off
     unshifted, _ = marching.Renderer(rs, marching.EmissionAbsorption(surface_thickness=0))(cams, vol)
@@ -246,7 +274,10 @@ def slab_scene(density, colour=(0.2, 0.5, 0.9)):
 @pytest.mark.parametrize("density", [0.05, 0.3])
 def test_constant_slab_has_the_predicted_opacity(density):
     vol, cams, rs = slab_scene(density)
-    for renderer in (marching.Renderer(rs, marching.EmissionAbsorption()), VolumeRenderer(rs, EmissionAbsorptionRaymarcher())):
+    for renderer in (
+        marching.Renderer(rs, marching.EmissionAbsorption()),
+        VolumeRenderer(rs, EmissionAbsorptionRaymarcher()),
+    ):
         image, _ = renderer(cameras=cams, volumes=vol)
         expected = 1 - (1 - density) ** 9
         torch.testing.assert_close(image[..., 3], torch.full((1, 8, 8), expected), atol=TOL, rtol=0)
@@ -333,6 +364,8 @@ def test_complete_from_scratch_renderer_with_chapter_2_raysampler():
     dens, feats = random_volume()
     vol = Volumes(densities=dens * 0.3, features=feats, voxel_size=0.25, volume_translation=(0.1, -0.2, 0.3))
     settings = dict(image_width=16, image_height=12, n_pts_per_ray=40, min_depth=1.0, max_depth=4.5)
-    ref, _ = VolumeRenderer(NDCMultinomialRaysampler(**settings), EmissionAbsorptionRaymarcher())(cameras=cameras(), volumes=vol)
+    ref, _ = VolumeRenderer(NDCMultinomialRaysampler(**settings), EmissionAbsorptionRaymarcher())(
+        cameras=cameras(), volumes=vol
+    )
     ours, _ = marching.Renderer(rays.GridRaysampler(**settings), marching.EmissionAbsorption())(cameras(), vol)
     torch.testing.assert_close(ours, ref, atol=TOL, rtol=0)

@@ -50,8 +50,8 @@ def _history(losses):
 def test_divergence_stops_a_rising_or_non_finite_loss():
     falling = [1.0 / (1 + 0.1 * i) + 0.05 * (i % 3) for i in range(60)]  # noisy but falling
     check_divergence(_history(falling))
-    with pytest.raises(DivergenceError, match="iteration 61.*lr=0.5"):
-        check_divergence(_history(falling + [float("nan")]), lr=0.5)
+    with pytest.raises(DivergenceError, match=r"iteration 61.*lr=0.5"):
+        check_divergence(_history([*falling, float("nan")]), lr=0.5)
     jumped = [0.36] + [0.7] * 25  # a learning rate so high that the first steps ruin the grid
     with pytest.raises(DivergenceError, match="diverged"):
         check_divergence(_history(jumped))

@@ -1,7 +1,5 @@
 """Chapter 2: the from-scratch raysampler against PyTorch3D and against closed forms."""
 
-import math
-
 import pytest
 import torch
 from pytorch3d.renderer import (
@@ -52,7 +50,7 @@ def assert_matches_pytorch3d(mine, ref):
     for field in ("origins", "directions", "lengths", "xys"):
         a, b = getattr(mine, field), getattr(ref, field)
         assert a.shape == b.shape, f"{field}: {tuple(a.shape)} != {tuple(b.shape)}"
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m: f"{field}: {m}")
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0, msg=lambda m, field=field: f"{field}: {m}")
     size = ref.origins.norm(dim=-1) + ref.lengths.abs().amax(-1) * ref.directions.norm(dim=-1)
     error = (rays.ray_points(mine) - ray_bundle_to_ray_points(ref)).abs().amax(dim=(-2, -1))
     worst = (error / size.clamp(min=1.0)).max()
@@ -109,8 +107,9 @@ def test_points_project_back_to_their_pixel_at_their_depth():
 def test_more_accurate_than_pytorch3d():
     cameras = random_cameras(6, seed=5)
     # float64 cameras holding exactly the float32 cameras' numbers
-    cameras64 = FoVPerspectiveCameras(R=cameras.R.double(), T=cameras.T.double(), fov=cameras.fov.double(),
-                                      aspect_ratio=cameras.aspect_ratio.double())
+    cameras64 = FoVPerspectiveCameras(
+        R=cameras.R.double(), T=cameras.T.double(), fov=cameras.fov.double(), aspect_ratio=cameras.aspect_ratio.double()
+    )
     kw = dict(image_width=24, image_height=16, n_pts_per_ray=50, min_depth=0.1, max_depth=3.0)
     truth = rays.ray_points(rays.GridRaysampler(**kw)(cameras64))
     assert truth.dtype == torch.float64
@@ -141,17 +140,25 @@ def test_drop_in_for_volume_renderer():
     R, T = look_at_view_transform(2.7, torch.zeros(2), torch.tensor([30.0, 200.0]))
     cameras = FoVPerspectiveCameras(R=R, T=T)
     g = torch.Generator().manual_seed(0)
-    volumes = Volumes(densities=0.3 * torch.rand(2, 1, 12, 12, 12, generator=g),
-                      features=torch.rand(2, 3, 12, 12, 12, generator=g), voxel_size=3.0 / 12)
+    volumes = Volumes(
+        densities=0.3 * torch.rand(2, 1, 12, 12, 12, generator=g),
+        features=torch.rand(2, 3, 12, 12, 12, generator=g),
+        voxel_size=3.0 / 12,
+    )
     kw = dict(image_width=14, image_height=10, n_pts_per_ray=40, min_depth=0.1, max_depth=3.0)
     marcher = EmissionAbsorptionRaymarcher()
-    ref, _ = VolumeRenderer(raysampler=NDCMultinomialRaysampler(**kw), raymarcher=marcher)(cameras=cameras, volumes=volumes)
-    mine, bundle = VolumeRenderer(raysampler=rays.GridRaysampler(**kw), raymarcher=marcher)(cameras=cameras, volumes=volumes)
+    ref, _ = VolumeRenderer(raysampler=NDCMultinomialRaysampler(**kw), raymarcher=marcher)(
+        cameras=cameras, volumes=volumes
+    )
+    mine, bundle = VolumeRenderer(raysampler=rays.GridRaysampler(**kw), raymarcher=marcher)(
+        cameras=cameras, volumes=volumes
+    )
     assert mine.shape == (2, 10, 14, 4)
     torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)
     # overrides passed through the renderer reach the raysampler
     _, bundle = VolumeRenderer(raysampler=rays.GridRaysampler(**kw), raymarcher=marcher)(
-        cameras=cameras, volumes=volumes, n_pts_per_ray=7)
+        cameras=cameras, volumes=volumes, n_pts_per_ray=7
+    )
     assert bundle.lengths.shape == (2, 10, 14, 7)
 
 
@@ -174,12 +181,21 @@ def test_project_matches_pytorch3d_in_front_of_the_near_plane():
     torch.testing.assert_close(xy[front], cameras.transform_points(pts)[..., :2][front], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("bad", [
-    dict(image_width=0), dict(image_height=-3), dict(image_width=2.5), dict(image_height=True),
-    dict(n_pts_per_ray=0), dict(n_pts_per_ray=2.0),
-    dict(min_depth=3.0, max_depth=3.0), dict(min_depth=4.0, max_depth=3.0), dict(min_depth=-1.0),
-    dict(max_depth=float("nan")),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(image_width=0),
+        dict(image_height=-3),
+        dict(image_width=2.5),
+        dict(image_height=True),
+        dict(n_pts_per_ray=0),
+        dict(n_pts_per_ray=2.0),
+        dict(min_depth=3.0, max_depth=3.0),
+        dict(min_depth=4.0, max_depth=3.0),
+        dict(min_depth=-1.0),
+        dict(max_depth=float("nan")),
+    ],
+)
 def test_rejects_bad_settings(bad):
     kw = dict(image_width=8, image_height=8, n_pts_per_ray=10, min_depth=0.1, max_depth=3.0)
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
@@ -203,8 +219,10 @@ def test_rejects_bad_overrides_and_cameras():
 
 def test_rejects_cameras_on_another_device():
     # "meta" stands in for a GPU: the sampler's grid lives there, the cameras on the CPU
-    sampler = rays.GridRaysampler(image_width=8, image_height=8, n_pts_per_ray=10, min_depth=0.1, max_depth=3.0).to("meta")
-    with pytest.raises(ValueError, match="raysampler.to"):
+    sampler = rays.GridRaysampler(image_width=8, image_height=8, n_pts_per_ray=10, min_depth=0.1, max_depth=3.0).to(
+        "meta"
+    )
+    with pytest.raises(ValueError, match=r"raysampler.to"):
         sampler(random_cameras(1, seed=11))
 
 
@@ -216,7 +234,8 @@ def test_sample_budget_of_the_central_ray_is_a_closed_form():
     inside the box of side 3 for depths 1.2 to 4.2."""
     R, T = look_at_view_transform(2.7, 0.0, 0.0)
     bundle = rays.GridRaysampler(image_width=1, image_height=1, n_pts_per_ray=150, min_depth=0.1, max_depth=3.0)(
-        FoVPerspectiveCameras(R=R, T=T))
+        FoVPerspectiveCameras(R=R, T=T)
+    )
     depths = torch.linspace(0.1, 3.0, 150)
     in_box = int(((depths >= 1.2) & (depths <= 4.2)).sum())
     everything = hull.Occupancy(torch.ones(8, 8, 8, dtype=torch.bool))

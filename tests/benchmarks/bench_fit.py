@@ -59,41 +59,60 @@ def machine(device=None) -> str:
     except (OSError, StopIteration):
         pass
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
-    return (f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads; "
-            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    return (
+        f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads; "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
 
 
 # ------------------------------------------------------------------ arms
 def _summary(hist):
     n = len(hist.seconds)
-    return {"s_per_iter": hist.seconds[-1] / n, "total_s": hist.seconds[-1], "final_psnr": hist.psnr[-1],
-            "iou": hist.iou[-1], "curve": list(zip(hist.eval_seconds, hist.psnr, hist.iou))}
+    return {
+        "s_per_iter": hist.seconds[-1] / n,
+        "total_s": hist.seconds[-1],
+        "final_psnr": hist.psnr[-1],
+        "iou": hist.iou[-1],
+        "curve": list(zip(hist.eval_seconds, hist.psnr, hist.iou, strict=True)),
+    }
 
 
 def _print_curve(hist):
-    for it, s, p, i in zip(hist.eval_iterations, hist.eval_seconds, hist.psnr, hist.iou):
+    for it, s, p, i in zip(hist.eval_iterations, hist.eval_seconds, hist.psnr, hist.iou, strict=True):
         print(f"    iter {it:4d}  {s:7.1f} s  PSNR {p:.2f} dB  IoU {i:.3f}", flush=True)
 
 
 def seed_arm(train, heldout, n_timed):
     """The original tutorial's recipe: ``FitSettings()``'s defaults, whole images, 300 iterations."""
-    print(f"\n[seed] the original tutorial's recipe (helpers.fitting.fit with FitSettings()): whole 128x128 images, "
-          f"150 points per ray, 10 views per step, lr 0.1; timing {n_timed} of {SEED_ITERS} iterations", flush=True)
+    print(
+        f"\n[seed] the original tutorial's recipe (helpers.fitting.fit with FitSettings()): whole 128x128 images, "
+        f"150 points per ray, 10 views per step, lr 0.1; timing {n_timed} of {SEED_ITERS} iterations",
+        flush=True,
+    )
     settings = fitting.FitSettings(n_iter=n_timed, eval_every=0 if n_timed < SEED_ITERS else 50)
     _, hist = fitting.fit(train, heldout if n_timed >= SEED_ITERS else None, settings, progress=False)
     # the first iteration pays for allocations: time the others when there are some
-    per_iter = (hist.seconds[-1] - hist.seconds[0]) / (len(hist.seconds) - 1) if len(hist.seconds) > 1 \
-        else hist.seconds[-1]
+    per_iter = (
+        (hist.seconds[-1] - hist.seconds[0]) / (len(hist.seconds) - 1) if len(hist.seconds) > 1 else hist.seconds[-1]
+    )
     measured = bool(hist.psnr)
     _print_curve(hist)
     final = hist.psnr[-1] if measured else SEED_FINAL_PSNR
-    print(f"[seed] {per_iter:.2f} s/iter; 300 iterations = {per_iter * SEED_ITERS:.0f} s "
-          f"({'measured' if measured else 'scaled from the timed iterations'}); final PSNR {final:.2f} dB "
-          f"({'measured' if measured else 'reference value measured in full earlier'})", flush=True)
-    out = {"s_per_iter": per_iter, "total_s": per_iter * SEED_ITERS, "final_psnr": final, "psnr_measured": measured,
-           "iou": hist.iou[-1] if hist.iou else None}
+    print(
+        f"[seed] {per_iter:.2f} s/iter; 300 iterations = {per_iter * SEED_ITERS:.0f} s "
+        f"({'measured' if measured else 'scaled from the timed iterations'}); final PSNR {final:.2f} dB "
+        f"({'measured' if measured else 'reference value measured in full earlier'})",
+        flush=True,
+    )
+    out = {
+        "s_per_iter": per_iter,
+        "total_s": per_iter * SEED_ITERS,
+        "final_psnr": final,
+        "psnr_measured": measured,
+        "iou": hist.iou[-1] if hist.iou else None,
+    }
     if measured:
-        out["curve"] = list(zip(hist.eval_seconds, hist.psnr, hist.iou))
+        out["curve"] = list(zip(hist.eval_seconds, hist.psnr, hist.iou, strict=True))
         out["total_s"] = hist.seconds[-1]
     return out
 
@@ -108,7 +127,9 @@ def ch4_arm(train, heldout):
 
 def fast_arm(train, heldout):
     settings = fast.FastSettings.for_device(train.images.device)
-    print(f"\n[fast] helpers.fast.fit with FastSettings.for_device('{train.images.device.type}'): {settings}", flush=True)
+    print(
+        f"\n[fast] helpers.fast.fit with FastSettings.for_device('{train.images.device.type}'): {settings}", flush=True
+    )
     _, hist = fast.fit(train, heldout, settings, progress=True)
     return dict(_summary(hist), history=hist)
 
@@ -128,8 +149,11 @@ def main(argv=None):
     heldout = data.generate_heldout_renders(device=device)
     print(f"{len(train)} training views, {len(heldout)} held-out views, 128x128, on {device}")
 
-    results = {"machine": machine(device), "device": device.type,
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results = {
+        "machine": machine(device),
+        "device": device.type,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     results["seed"] = seed_arm(train, heldout, args.seed_iters)
     if not args.skip_ch4:
         results["ch4"] = ch4_arm(train, heldout)
@@ -146,16 +170,24 @@ def main(argv=None):
     ratios = {}
     t_fast = hist.time_to_reach(results["seed"]["final_psnr"])
     ratios["seed"] = results["seed"]["total_s"] / t_fast if math.isfinite(t_fast) else 0.0
-    print(f"\nseed's final {results['seed']['final_psnr']:.2f} dB: seed {results['seed']['total_s']:.0f} s"
-          f"{' (scaled)' if not results['seed']['psnr_measured'] else ''}, fast {t_fast:.1f} s -> {ratios['seed']:.0f}x sooner")
+    print(
+        f"\nseed's final {results['seed']['final_psnr']:.2f} dB: seed {results['seed']['total_s']:.0f} s"
+        f"{' (scaled)' if not results['seed']['psnr_measured'] else ''}, "
+        f"fast {t_fast:.1f} s -> {ratios['seed']:.0f}x sooner"
+    )
     if "ch4" in results:
         target = results["ch4"]["final_psnr"]
         t4 = next(s for s, p, _ in results["ch4"]["curve"] if p >= target)
         tf = hist.time_to_reach(target)
         ratios["ch4"] = t4 / tf if math.isfinite(tf) else 0.0
-        print(f"Chapter 4's final {target:.2f} dB: Chapter 4 {t4:.1f} s, fast {tf:.1f} s -> {ratios['ch4']:.1f}x sooner")
+        print(
+            f"Chapter 4's final {target:.2f} dB: Chapter 4 {t4:.1f} s, fast {tf:.1f} s -> {ratios['ch4']:.1f}x sooner"
+        )
     t29 = hist.time_to_reach(29.0)
-    print(f"29 dB: fast {t29:.1f} s; final {results['fast']['final_psnr']:.2f} dB after {results['fast']['total_s']:.1f} s")
+    print(
+        f"29 dB: fast {t29:.1f} s; "
+        f"final {results['fast']['final_psnr']:.2f} dB after {results['fast']['total_s']:.1f} s"
+    )
     results["ratios"] = ratios
     results["fast_time_to_29"] = t29
     results["fast_time_to_seed"] = t_fast
@@ -168,16 +200,23 @@ def main(argv=None):
     return results
 
 
-NAMES = {"seed": "original tutorial (300 iterations)", "ch4": "Chapter 4, CPU default", "fast": "Chapter 5, fast recipe"}
+NAMES = {
+    "seed": "original tutorial (300 iterations)",
+    "ch4": "Chapter 4, CPU default",
+    "fast": "Chapter 5, fast recipe",
+}
 
 
 def report(results: dict) -> str:
     """The recorded run as Markdown for the benchmarks page (``{include}``d there; a test
     checks the committed file is this function's output for the committed JSON)."""
     seed = results["seed"]
-    lines = [f"Recorded {results.get('date', 'on an earlier date')} on {results['machine']}.", "",
-             "| recipe | seconds per iteration | fitting seconds | final held-out PSNR (30 views) | held-out IoU |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"Recorded {results.get('date', 'on an earlier date')} on {results['machine']}.",
+        "",
+        "| recipe | seconds per iteration | fitting seconds | final held-out PSNR (30 views) | held-out IoU |",
+        "|---|---|---|---|---|",
+    ]
     for key in ("seed", "ch4", "fast"):
         if key in results:
             r = results[key]
@@ -185,13 +224,18 @@ def report(results: dict) -> str:
             psnr = f"{r['final_psnr']:.2f} dB" + ("" if r.get("psnr_measured", True) else " (reference)")
             iou = f"{r['iou']:.3f}" if r.get("iou") is not None else "not measured"
             lines.append(f"| {NAMES[key]} | {r['s_per_iter']:.3f} | {total} | {psnr} | {iou} |")
-    lines += ["", f"- The fast recipe first reaches the original tutorial's final {seed['final_psnr']:.2f} dB after "
-              f"{results['fast_time_to_seed']:.1f} s of fitting: {results['ratios']['seed']:,.0f}× sooner than the "
-              f"tutorial's {seed['total_s']:,.0f} s."]
+    lines += [
+        "",
+        f"- The fast recipe first reaches the original tutorial's final {seed['final_psnr']:.2f} dB after "
+        f"{results['fast_time_to_seed']:.1f} s of fitting: {results['ratios']['seed']:,.0f}x sooner than the "
+        f"tutorial's {seed['total_s']:,.0f} s.",
+    ]
     if "ch4" in results:
-        lines.append(f"- It reaches Chapter 4's final {results['ch4']['final_psnr']:.2f} dB after "
-                     f"{results['fast_time_to_ch4']:.1f} s: {results['ratios']['ch4']:.1f}× sooner than Chapter 4's "
-                     f"{results['ch4']['total_s']:.0f} s.")
+        lines.append(
+            f"- It reaches Chapter 4's final {results['ch4']['final_psnr']:.2f} dB after "
+            f"{results['fast_time_to_ch4']:.1f} s: {results['ratios']['ch4']:.1f}x sooner than Chapter 4's "
+            f"{results['ch4']['total_s']:.0f} s."
+        )
     t29 = results["fast_time_to_29"]
     lines.append(f"- It reaches 29 dB after {t29:.1f} s." if math.isfinite(t29) else "- It never reaches 29 dB.")
     return "\n".join(lines) + "\n"

@@ -17,8 +17,6 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
@@ -31,9 +29,19 @@ from helpers import data, fast, hull  # noqa: E402
 
 def ladder(n_iter: int):
     """``(name, settings)`` pairs, each adding one technique to the one before."""
-    base = fast.FastSettings(n_iter=n_iter, eval_every=n_iter, hull=False, random_rays=False, fused=False,
-                             density="sigmoid", coarse_volume_size=0, coarse_fraction=0.0, tv_weight=0.0,
-                             schedule="step", sparse_adam=False)
+    base = fast.FastSettings(
+        n_iter=n_iter,
+        eval_every=n_iter,
+        hull=False,
+        random_rays=False,
+        fused=False,
+        density="sigmoid",
+        coarse_volume_size=0,
+        coarse_fraction=0.0,
+        tv_weight=0.0,
+        schedule="step",
+        sparse_adam=False,
+    )
     rungs = [("box only, 10-image batches, sigmoid", base)]
     steps = [
         ("+ visual hull skipping", dict(hull=True)),
@@ -69,11 +77,20 @@ def main(argv=None):
         occ = occupancy if settings.hull else None
         _, hist = fast.fit(train, heldout, settings, occupancy=occ)
         prep = hist.seconds[0] - (hist.seconds[1] - hist.seconds[0])
-        row = {"rung": name, "s_per_iter": (hist.seconds[-1] - prep) / len(hist.seconds), "fit_s": hist.seconds[-1],
-               "psnr": hist.psnr[-1], "iou": hist.iou[-1], "settings": asdict(settings)}
+        row = {
+            "rung": name,
+            "s_per_iter": (hist.seconds[-1] - prep) / len(hist.seconds),
+            "fit_s": hist.seconds[-1],
+            "psnr": hist.psnr[-1],
+            "iou": hist.iou[-1],
+            "settings": asdict(settings),
+        }
         rows.append(row)
-        print(f"{name:42s} {row['s_per_iter']:6.3f} s/iter  {row['fit_s']:6.1f} s  {row['psnr']:6.2f} dB  IoU {row['iou']:.3f}",
-              flush=True)
+        print(
+            f"{name:42s} {row['s_per_iter']:6.3f} s/iter  {row['fit_s']:6.1f} s  "
+            f"{row['psnr']:6.2f} dB  IoU {row['iou']:.3f}",
+            flush=True,
+        )
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
