@@ -36,10 +36,7 @@ def _frames_uint8(frames) -> np.ndarray:
 
 
 def side_by_side(*views, gap: int = 4):
-    """Join equally long frame sequences ``(N, H, W, 3)`` left to right, ``gap`` white pixels apart.
-
-    Defined in §4.8.
-    """
+    """Join equally long frame sequences ``(N, H, W, 3)`` left to right, ``gap`` white pixels apart. Defined in §4.8."""
     if not views:
         raise ValueError("side_by_side needs at least one sequence of frames.")
     arrays = [_numpy_images(v) for v in views]
@@ -54,10 +51,7 @@ def side_by_side(*views, gap: int = 4):
 
 
 def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
-    """Encode ``frames`` ``(N, H, W, 3)`` as a looping GIF, each frame shown ``frame_ms`` ms.
-
-    Defined in §1.4.
-    """
+    """Encode ``frames`` ``(N, H, W, 3)`` as a looping GIF, each frame shown ``frame_ms`` ms. Defined in §1.4."""
     if scale <= 0 or frame_ms <= 0:
         raise ValueError(f"scale and frame_ms must be positive, got {scale} and {frame_ms}.")
     pil = [Image.fromarray(f) for f in _frames_uint8(frames)]
@@ -70,10 +64,7 @@ def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
 
 
 def gif_html(gif: bytes, alt: str):
-    """An HTML ``<img>`` with the GIF embedded, so the page needs no separate file.
-
-    Defined in §1.4.
-    """
+    """An HTML ``<img>`` with the GIF embedded, so the page needs no separate file. Defined in §1.4."""
     from IPython.display import HTML
 
     if not alt:
@@ -84,12 +75,10 @@ def gif_html(gif: bytes, alt: str):
 
 
 def glue(key: str, value) -> None:
-    """Show ``value`` here and store it under ``key`` for other pages of the book.
+    """Show ``value`` here and store it under ``key`` for other pages of the book. Defined in §1.4.
 
     With myst-nb (the book's build) this is ``myst_nb.glue(key, value, display=True)``;
     where myst-nb is not installed (Colab) it only displays ``value``.
-
-    Defined in §1.4.
     """
     try:
         from myst_nb import glue as myst_glue

@@ -66,7 +66,6 @@ def pick_device() -> torch.device:
 
 def cache_dir() -> Path:
     """Defined in §1.1."""
-
     path = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "volrender-book")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -74,7 +73,6 @@ def cache_dir() -> Path:
 
 def sha256(path: Path) -> str:
     """Defined in §1.1."""
-
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -127,13 +125,11 @@ def _download(name: str, dest: Path) -> None:
 
 
 def cow_mesh_dir() -> Path:
-    """Return a folder holding the verified cow mesh files.
+    """Return a folder holding the verified cow mesh files. Defined in §1.1.
 
     ``$COW_MESH_DIR`` wins when set (its files are verified, never replaced).
     Otherwise the files are downloaded once into the cache folder; a cached file
     whose checksum is wrong is deleted and fetched again.
-
-    Defined in §1.1.
     """
     if os.environ.get(ENV_MESH_DIR):
         folder = Path(os.environ[ENV_MESH_DIR]).expanduser()
@@ -157,15 +153,13 @@ def cow_mesh_dir() -> Path:
 
 
 def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
-    """Load the textured cow and normalise it as the seed does.
+    """Load the textured cow and normalise it as the seed does. Defined in §1.1.
 
     The centre is the vertex mean and the scale the largest absolute coordinate
     after centring, so the mesh ends up inside the cube [-1, 1]^3 (the seed calls
     it "a sphere of radius 1"; the cube's corners reach sqrt(3), see Chapter 1).
 
     Returns a ``pytorch3d.structures.Meshes`` holding one mesh on ``device``.
-
-    Defined in §1.1.
     """
     from pytorch3d.io import load_objs_as_meshes
 
@@ -183,10 +177,7 @@ def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.devic
 
 
 def normalize_mesh(mesh):
-    """Centre ``mesh`` on its vertex mean and scale its largest |coordinate| to 1 (in place).
-
-    Defined in §1.1.
-    """
+    """Centre ``mesh`` on its vertex mean and scale its largest |coordinate| to 1 (in place). Defined in §1.1."""
     verts = mesh.verts_packed()
     if verts.shape[0] == 0:
         raise ValueError("The mesh has no vertices; expected the cow mesh.")
@@ -200,12 +191,10 @@ def normalize_mesh(mesh):
 
 
 def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
-    """``FoVPerspectiveCameras`` at ``dist`` from the origin looking at it.
+    """``FoVPerspectiveCameras`` at ``dist`` from the origin looking at it. Defined in §1.2.
 
     ``elev`` and ``azim`` are 1-D tensors in degrees; azimuth 0 puts the camera
     on +Z, looking along -Z (so it sees the cow's back; 180 sees its face).
-
-    Defined in §1.2.
     """
     from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
@@ -223,15 +212,13 @@ def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 
 def render_views(mesh, cameras, image_size: int = 128):
-    """Render RGB images and binary silhouettes of ``mesh`` in one rasterisation.
+    """Render RGB images and binary silhouettes of ``mesh`` in one rasterisation. Defined in §1.3.
 
     The silhouette is read off the rasteriser's ``pix_to_face`` (-1 where no face
     covers the pixel), so it costs nothing beyond the shaded pass; the seed ran a
     second, soft-silhouette pass with 50 faces per pixel and then thresholded it.
 
     Returns ``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1}.
-
-    Defined in §1.3.
     """
     from pytorch3d.renderer import (
         BlendParams,
@@ -261,15 +248,13 @@ def render_views(mesh, cameras, image_size: int = 128):
 
 @dataclass
 class CowViews:
-    """A set of rendered views: what every later chapter fits or evaluates.
+    """A set of rendered views: what every later chapter fits or evaluates. Defined in §1.4.
 
     Attributes:
         R, T: camera rotations ``(N, 3, 3)`` and translations ``(N, 3)``.
         images: ``(N, H, W, 3)`` RGB in [0, 1], black background.
         silhouettes: ``(N, H, W)`` binary masks (1 = cow).
         elevations, azimuths: ``(N,)`` in degrees.
-
-    Defined in §1.4.
     """
 
     R: torch.Tensor
@@ -296,14 +281,12 @@ class CowViews:
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
-    """Elevations and azimuths of the training views, in degrees.
+    """Elevations and azimuths of the training views, in degrees. Defined in §1.4.
 
     The seed used ``linspace(-range, range, N) + 180``: with the full range its
     first and last views both sit at azimuth 0/360, so 40 views held 39 distinct
     ones. Here the views are spread over the range without repeating the end
     point when the range closes the circle.
-
-    Defined in §1.4.
     """
     num_views = checks.integer("num_views", num_views)
     closed = 2 * azimuth_range >= 360.0
@@ -314,12 +297,10 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
 
 
 def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 10, elevation: float = 25.0):
-    """Angles of views that are never trained on, to measure generalisation.
+    """Angles of views that are never trained on, to measure generalisation. Defined in §1.5.
 
     ``n_between`` views sit halfway between neighbouring training azimuths (at
     elevation 0) and ``n_elevated`` views circle the cow at ``elevation``.
-
-    Defined in §1.5.
     """
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
@@ -339,10 +320,7 @@ def _dataset_key(**params) -> str:
 
 
 def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
-    """Render the normalised cow from the given angles (no caching).
-
-    Defined in §1.4.
-    """
+    """Render the normalised cow from the given angles (no caching). Defined in §1.4."""
     image_size = checks.integer("image_size", image_size, minimum=8)
     device = torch.device(device) if device is not None else pick_device()
     mesh = load_cow_mesh(data_dir, device=device)
@@ -361,13 +339,11 @@ def generate_cow_renders(
     cache: bool = True,
     verbose: bool = False,
 ) -> CowViews:
-    """The training views: ``num_views`` renders at evenly spread azimuths.
+    """The training views: ``num_views`` renders at evenly spread azimuths. Defined in §1.4.
 
     Results are cached on disk under a key made of every argument that changes
     the pixels (and the mesh checksums, PyTorch3D's version and
     ``DATASET_VERSION``), so a second call loads in well under a second.
-
-    Defined in §1.4.
     """
     num_views = checks.integer("num_views", num_views)
     elev, azim = training_angles(num_views, azimuth_range, elevation)
@@ -385,10 +361,7 @@ def generate_heldout_renders(
     cache: bool = True,
     verbose: bool = False,
 ) -> CowViews:
-    """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views.
-
-    Defined in §1.5.
-    """
+    """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views. Defined in §1.5."""
     num_views = checks.integer("num_views", num_views)
     if n_between < 0 or n_elevated < 0 or n_between + n_elevated == 0:
         raise ValueError(f"Need at least one held-out view, got n_between={n_between}, n_elevated={n_elevated}.")

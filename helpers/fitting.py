@@ -222,10 +222,7 @@ class FitSettings(Settings):
 
 
 def check_views(name: str, views) -> None:
-    """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts.
-
-    Defined in §4.7.
-    """
+    """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts. Defined in §4.7."""
     images, silhouettes = views.images, views.silhouettes
     checks.shape(f"{name}.images", images, "(N, H, W, 3)", images.dim() == 4 and images.shape[-1] == 3)
     checks.shape(

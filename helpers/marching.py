@@ -77,12 +77,10 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
 
 
 def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translation=(0.0, 0.0, 0.0)) -> torch.Tensor:
-    """Map world points ``(B, ..., 3)`` to a volume's local coordinates ``(B, ..., 3)``.
+    """Map world points ``(B, ..., 3)`` to a volume's local coordinates ``(B, ..., 3)``. Defined in §3.1.
 
     ``grid_size`` is the volume's ``(D, H, W)``; ``voxel_size`` and
     ``volume_translation`` are as in ``Volumes`` (see the module docstring).
-
-    Defined in §3.1.
     """
     batch = points.shape[0]
     depth, height, width = (int(s) for s in grid_size)
@@ -139,7 +137,7 @@ def sample_volume(
     volume_translation=(0.0, 0.0, 0.0),
     align_corners: bool = True,
 ):
-    """Sample a batch of voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``.
+    """Sample a batch of voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
 
     Args:
         densities: ``(B, 1, D, H, W)``.
@@ -150,8 +148,6 @@ def sample_volume(
     Returns:
         ``point_densities (B, ..., 1)`` and ``point_features (B, ..., C)`` (``C = 0``
         when ``features`` is None), trilinearly interpolated, zero outside the volume.
-
-    Defined in §3.2.
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
@@ -181,12 +177,10 @@ def sample_volume(
 
 
 def volume_geometry(volumes):
-    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` of a ``pytorch3d.structures.Volumes``.
+    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` of a ``pytorch3d.structures.Volumes``. Defined in §3.2.
 
     ``Volumes`` keeps only its local-to-world matrix (row vectors:
     ``x_world = x_local @ M[:3, :3] + M[3, :3]``); we read the two back from it.
-
-    Defined in §3.2.
     """
     matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
     linear = matrix[:, :3, :3]
@@ -200,7 +194,7 @@ def volume_geometry(volumes):
 def emission_absorption(
     densities: torch.Tensor, features: torch.Tensor, eps: float = 1e-10, surface_thickness: int = 1
 ) -> torch.Tensor:
-    """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``.
+    """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``. Defined in §3.3.
 
     Args:
         densities: ``(..., P, 1)`` per-sample opacities in [0, 1], nearest sample first.
@@ -214,8 +208,6 @@ def emission_absorption(
     Returns:
         ``(..., C + 1)``: the rendered features ``sum_i w_i f_i`` with
         ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
-
-    Defined in §3.3.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
@@ -241,11 +233,9 @@ def emission_absorption(
 
 
 def absorption_only(densities: torch.Tensor) -> torch.Tensor:
-    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of rays with densities ``(..., P, 1)`` in [0, 1].
+    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of rays with densities ``(..., P, 1)`` in [0, 1]. Defined in §3.3.
 
     The twin of PyTorch3D's ``AbsorptionOnlyRaymarcher``: a silhouette renderer.
-
-    Defined in §3.3.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
@@ -255,10 +245,7 @@ def absorption_only(densities: torch.Tensor) -> torch.Tensor:
 
 
 class EmissionAbsorption(torch.nn.Module):
-    """Raymarcher module around ``emission_absorption`` with PyTorch3D's call signature.
-
-    Defined in §3.3.
-    """
+    """Raymarcher module around ``emission_absorption`` with PyTorch3D's call signature. Defined in §3.3."""
 
     def __init__(self, surface_thickness: int = 1, eps: float = 1e-10):
         super().__init__()
@@ -271,10 +258,7 @@ class EmissionAbsorption(torch.nn.Module):
 
 
 class AbsorptionOnly(torch.nn.Module):
-    """Raymarcher module around ``absorption_only`` (features are ignored).
-
-    Defined in §3.3.
-    """
+    """Raymarcher module around ``absorption_only`` (features are ignored). Defined in §3.3."""
 
     def forward(self, rays_densities, rays_features=None, **kwargs):
         return absorption_only(rays_densities)
@@ -283,7 +267,7 @@ class AbsorptionOnly(torch.nn.Module):
 def alpha_from_sigma(
     sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature).
+    """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature). Defined in §3.3.
 
     Args:
         sigma: physical densities ``(..., P, 1)``, >= 0, in inverse world units.
@@ -294,8 +278,6 @@ def alpha_from_sigma(
     The last sample is given the same step as the one before it (each sample stands for
     the interval that starts at it). Feed the result to ``emission_absorption`` to
     render with a result that does not depend on how many samples the ray has.
-
-    Defined in §3.3.
     """
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(
@@ -314,7 +296,7 @@ def alpha_from_sigma(
 
 
 class Renderer(torch.nn.Module):
-    """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``.
+    """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``. Defined in §3.4.
 
     ``Renderer(raysampler, raymarcher)``: the raysampler is any module whose
     ``forward(cameras=..., **kwargs)`` returns a ``RayBundle`` (PyTorch3D's
@@ -324,8 +306,6 @@ class Renderer(torch.nn.Module):
 
     ``forward(cameras, volumes)`` returns ``(images, ray_bundle)`` with images
     ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
-
-    Defined in §3.4.
     """
 
     def __init__(self, raysampler, raymarcher):

@@ -115,10 +115,7 @@ class FitHistory:
 
 
 class DivergenceError(FloatingPointError):
-    """A fit stopped because its loss or parameters went bad.
-
-    Defined in §4.7.
-    """
+    """A fit stopped because its loss or parameters went bad. Defined in §4.7."""
 
 
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:

@@ -33,14 +33,12 @@ def image_grid(
     size: float = 1.6,
     suptitle: str | None = None,
 ):
-    """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure.
+    """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure. Defined in §1.4.
 
     ``images``: ``(N, H, W, 3)`` RGB, ``(N, H, W, 4)`` RGBA (only RGB is shown)
     or ``(N, H, W)`` single-channel (drawn with ``cmap``). Unlike the seed's
     version, the grid may have more cells than images and the figure size
     follows the grid instead of a fixed 15 x 9 inches.
-
-    Defined in §1.4.
     """
     images = _numpy_images(images)
     n = images.shape[0]

@@ -44,14 +44,12 @@ def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, floa
 
 
 def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """NDC ``(x, y)`` of every pixel centre, shape ``(H, W, 2)``.
+    """NDC ``(x, y)`` of every pixel centre, shape ``(H, W, 2)``. Defined in §2.2.
 
     Column ``j`` of a ``W``-pixel-wide image sits at ``x_j = u_x (1 - (2j + 1) / W)``,
     where ``u_x`` is half the NDC width (1 for the shorter side, long/short for the
     longer one): +X points left, so column 0 has the largest x. Rows work the same way
     with y (+Y up, row 0 at the top).
-
-    Defined in §2.2.
     """
     image_width = checks.integer("image_width", image_width)
     image_height = checks.integer("image_height", image_height)
@@ -92,14 +90,12 @@ def _check_cameras(cameras) -> None:
 
 
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
-    """World directions ``(B, ..., 3)`` of the rays through NDC points ``xy`` ``(B, ..., 2)``.
+    """World directions ``(B, ..., 3)`` of the rays through NDC points ``xy`` ``(B, ..., 2)``. Defined in §2.2.
 
     A view-space point at depth ``z`` projects to NDC ``x = X / (z tan(fov/2) a)``,
     ``y = Y / (z tan(fov/2))`` (``a`` = ``aspect_ratio``). Inverting at ``z = 1``
     gives the view direction ``(x tan(fov/2) a, y tan(fov/2), 1)``; a direction
     (no translation) maps back to the world with ``R^T`` (``R`` is a rotation).
-
-    Defined in §2.2.
     """
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
@@ -124,14 +120,12 @@ def _slopes(cameras, n_inner_dims: int):
 
 
 def project(cameras, points: torch.Tensor):
-    """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` of world ``points`` ``(B, N, 3)``.
+    """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` of world ``points`` ``(B, N, 3)``. Defined in §2.1.
 
     The inverse of :func:`ray_directions`: ``x = X / (z tan(fov/2) a)``,
     ``y = Y / (z tan(fov/2))`` with ``(X, Y, z) = points @ R + T``. Unlike
     ``cameras.transform_points`` it also returns the depth itself, which says whether
     a point is in front of the camera (``z > 0``) whatever ``znear`` is.
-
-    Defined in §2.1.
     """
     slope_x, slope_y = _slopes(cameras, 1)
     view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
@@ -150,14 +144,12 @@ def uniform_depths(n_pts_per_ray: int, min_depth: float, max_depth: float, devic
 
 
 def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Jitter each sorted depth uniformly within its own bin, ``(..., P)`` -> ``(..., P)``.
+    """Jitter each sorted depth uniformly within its own bin, ``(..., P)`` -> ``(..., P)``. Defined in §2.5.
 
     Bin edges are the midpoints between neighbouring depths, and the ray's two ends
     are kept as the outer edges, so the first and last bins are half as wide (the
     rule PyTorch3D uses). Every ray gets its own jitter; with the same random state
     this draws the same numbers as PyTorch3D's ``stratified_sampling=True``.
-
-    Defined in §2.5.
     """
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
@@ -172,7 +164,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 class GridRaysampler(torch.nn.Module):
-    """One ray through every pixel centre of a ``image_height`` x ``image_width`` image.
+    """One ray through every pixel centre of a ``image_height`` x ``image_width`` image. Defined in §2.4.
 
     A from-scratch twin of PyTorch3D's ``NDCMultinomialRaysampler`` (grid mode, no
     mask, ``unit_directions=False``) for ``FoVPerspectiveCameras``. ``forward``
@@ -188,8 +180,6 @@ class GridRaysampler(torch.nn.Module):
     with ``cameras=`` and ``volumetric_function=`` (ignored) plus whatever the
     caller passed; ``min_depth``, ``max_depth``, ``n_pts_per_ray`` and
     ``stratified_sampling`` override the constructor's values for one call.
-
-    Defined in §2.4.
     """
 
     def __init__(
