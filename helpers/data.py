@@ -220,13 +220,7 @@ def render_views(mesh, cameras, image_size: int = 128):
 
     Returns ``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1}.
     """
-    from pytorch3d.renderer import (
-        BlendParams,
-        MeshRasterizer,
-        PointLights,
-        RasterizationSettings,
-        SoftPhongShader,
-    )
+    from pytorch3d.renderer import BlendParams, MeshRasterizer, PointLights, RasterizationSettings, SoftPhongShader
 
     n = len(cameras)
     device = cameras.device
