@@ -1,37 +1,23 @@
 """Chapter 3: sampling a voxel grid along rays and marching the rays into pixels.
 
-From-scratch twins of PyTorch3D's volume rendering parts, in plain PyTorch:
-
-- ``sample_volume``       trilinear sampling of densities and features at world
-                          points, the twin of ``VolumeSampler`` (Volumes conventions);
-- ``emission_absorption`` / ``EmissionAbsorption``  the twin of
-                          ``EmissionAbsorptionRaymarcher``;
-- ``absorption_only`` / ``AbsorptionOnly``  the twin of ``AbsorptionOnlyRaymarcher``;
-- ``alpha_from_sigma``    the step-length-aware opacity ``1 - exp(-sigma * delta)``
-                          (NeRF's quadrature), which PyTorch3D's raymarcher does not apply;
-- ``Renderer``            raysampler + volume sampling + raymarcher, the twin of
-                          ``VolumeRenderer``.
+Plain-PyTorch twins of PyTorch3D's ``VolumeSampler`` (``sample_volume``),
+``EmissionAbsorptionRaymarcher``, ``AbsorptionOnlyRaymarcher`` and ``VolumeRenderer`` (``Renderer``).
 
 Conventions (those of ``pytorch3d.structures.Volumes``):
 
 - densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
-- *local* coordinates ``(x, y, z)`` in ``[-1, 1]`` index width, height and depth, in that
-  order (the reverse of the tensor's dimension order), as ``torch.nn.functional.grid_sample``.
-- world <-> local, with ``size = (W, H, D)``::
+- *local* coordinates ``(x, y, z)`` in ``[-1, 1]`` index W, H and D (the reverse of the
+  tensor's order), as in ``grid_sample``. World <-> local, with ``size = (W, H, D)``::
 
       x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation
-      x_local = (x_world + volume_translation) / (0.5 * voxel_size * (size - 1))
 
   Note the minus sign: the volume's centre sits at ``-volume_translation`` in the world.
-- ``align_corners=True`` (the default): local -1 and +1 are the *centres* of the corner
-  voxels, so neighbouring voxel centres are exactly ``voxel_size`` apart. With ``False``
-  they are the outer *faces* of the corner voxels (grid_sample's meaning), while the
-  world mapping above is unchanged, so voxel centres end up ``voxel_size * (n-1)/n`` apart.
+- ``align_corners=True`` (the default): local +-1 are the *centres* of the corner voxels, so
+  centres are ``voxel_size`` apart. With ``False`` they are the corner voxels' outer *faces*
+  while the world mapping is unchanged, so centres end up ``voxel_size * (n-1)/n`` apart.
 
-Rays come from any raysampler returning PyTorch3D's ``RayBundle`` (``origins (B, ..., 3)``,
-``directions (B, ..., 3)``, ``lengths (B, ..., P)``); a ray's points are
-``origins + lengths * directions``. Chapter 2's ``helpers.rays.GridRaysampler`` and
-PyTorch3D's ``NDCMultinomialRaysampler`` are interchangeable here.
+Rays are PyTorch3D ``RayBundle`` s (``origins``, ``directions`` ``(B, ..., 3)``, ``lengths``
+``(B, ..., P)``): ``rays.GridRaysampler`` and ``NDCMultinomialRaysampler`` are interchangeable.
 """
 
 from __future__ import annotations
@@ -41,8 +27,7 @@ import torch
 from . import checks
 from .rays import ray_points
 
-# Sampled densities are convex combinations of voxel values, so they stay in [0, 1] up to
-# rounding; this tolerance accepts rounding and nothing else.
+# Sampled densities are convex combinations of voxel values: this accepts rounding, nothing else.
 _BOUNDS_TOL = 1e-5
 
 
@@ -77,11 +62,7 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
 
 
 def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translation=(0.0, 0.0, 0.0)) -> torch.Tensor:
-    """Map world points ``(B, ..., 3)`` to a volume's local coordinates ``(B, ..., 3)``. Defined in §3.1.
-
-    ``grid_size`` is the volume's ``(D, H, W)``; ``voxel_size`` and
-    ``volume_translation`` are as in ``Volumes`` (see the module docstring).
-    """
+    """World points ``(B, ..., 3)`` to local coordinates of a ``(D, H, W)`` grid (module docstring). Defined in §3.1."""
     batch = points.shape[0]
     depth, height, width = (int(s) for s in grid_size)
     if min(depth, height, width) < 2:
@@ -96,14 +77,9 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
     """Trilinear interpolation of ``grid`` ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``.
 
-    ``local`` is ``(x, y, z)`` in grid_sample's convention; outside the grid the
-    volume is zero (``padding_mode="zeros"``). Written out by hand, it gives the same
-    numbers as ``grid_sample(grid, local[:, :, None, None], mode="bilinear")`` (which
-    calls a 3-D linear interpolation "bilinear"). For the backward pass it keeps an index
-    and a weight for each of the 8 corners of every point (about 100 bytes), where
-    ``grid_sample`` keeps the point's 3 coordinates: clear rather than frugal.
-
-    Defined in §3.2.
+    Defined in §3.2. Zero outside the grid; the same numbers as ``grid_sample(...,
+    mode="bilinear")``, but it keeps 8 corner indices and weights per point for the
+    backward pass: clear rather than frugal.
     """
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
@@ -137,17 +113,11 @@ def sample_volume(
     volume_translation=(0.0, 0.0, 0.0),
     align_corners: bool = True,
 ):
-    """Sample a batch of voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
+    """Sample voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
 
-    Args:
-        densities: ``(B, 1, D, H, W)``.
-        features: ``(B, C, D, H, W)`` or ``None``.
-        points: world points ``(B, ..., 3)``, e.g. ``(B, H_img, W_img, P, 3)`` ray points.
-        voxel_size, volume_translation, align_corners: as in ``Volumes``.
-
-    Returns:
-        ``point_densities (B, ..., 1)`` and ``point_features (B, ..., C)`` (``C = 0``
-        when ``features`` is None), trilinearly interpolated, zero outside the volume.
+    ``densities`` ``(B, 1, D, H, W)``, ``features`` ``(B, C, D, H, W)`` or ``None``, world ``points``
+    ``(B, ..., 3)``. Returns ``(B, ..., 1)`` and ``(B, ..., C)`` (``C = 0`` without features), zero
+    outside the volume.
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
@@ -177,11 +147,7 @@ def sample_volume(
 
 
 def volume_geometry(volumes):
-    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` of a ``pytorch3d.structures.Volumes``. Defined in §3.2.
-
-    ``Volumes`` keeps only its local-to-world matrix (row vectors:
-    ``x_world = x_local @ M[:3, :3] + M[3, :3]``); we read the two back from it.
-    """
+    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` read off a ``Volumes``' matrix. Defined in §3.2."""
     matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
     linear = matrix[:, :3, :3]
     scale = torch.diagonal(linear, dim1=1, dim2=2)
@@ -196,18 +162,11 @@ def emission_absorption(
 ) -> torch.Tensor:
     """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``. Defined in §3.3.
 
-    Args:
-        densities: ``(..., P, 1)`` per-sample opacities in [0, 1], nearest sample first.
-        features: ``(..., P, C)`` per-sample colours (or any features).
-        eps: added to ``1 - density`` inside the transmittance, as PyTorch3D does. In
-            float32 ``1 + 1e-10`` rounds to 1, so the default only matters in float64.
-        surface_thickness: how far the transmittance is shifted along the ray. 1
-            (PyTorch3D's default) makes sample i see only the samples *before* it;
-            0 (not allowed by PyTorch3D) includes sample i itself, for comparison.
-
-    Returns:
-        ``(..., C + 1)``: the rendered features ``sum_i w_i f_i`` with
-        ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
+    ``densities`` ``(..., P, 1)`` are per-sample opacities in [0, 1], nearest first; ``features``
+    ``(..., P, C)``. Returns ``(..., C + 1)``: ``sum_i w_i f_i`` with ``w_i = d_i prod_{j<i} (1 + eps - d_j)``,
+    then the opacity ``1 - prod_i (1 - d_i)``. ``eps`` is PyTorch3D's (it rounds away in float32).
+    ``surface_thickness`` shifts the transmittance: 1 (PyTorch3D's) lets sample i see only the
+    samples before it; 0 (not allowed by PyTorch3D) includes sample i itself.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
@@ -233,10 +192,7 @@ def emission_absorption(
 
 
 def absorption_only(densities: torch.Tensor) -> torch.Tensor:
-    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of rays with densities ``(..., P, 1)`` in [0, 1]. Defined in §3.3.
-
-    The twin of PyTorch3D's ``AbsorptionOnlyRaymarcher``: a silhouette renderer.
-    """
+    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of densities ``(..., P, 1)`` (silhouettes). Defined in §3.3."""
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
     _check_finite("densities", densities)
@@ -269,15 +225,9 @@ def alpha_from_sigma(
 ) -> torch.Tensor:
     """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature). Defined in §3.3.
 
-    Args:
-        sigma: physical densities ``(..., P, 1)``, >= 0, in inverse world units.
-        lengths: ``(..., P)`` sample positions along each ray, increasing.
-        directions: ``(..., 3)`` ray directions; ``delta`` is measured in world units,
-            ``|direction| * (t_{i+1} - t_i)``. ``None`` treats them as unit vectors.
-
-    The last sample is given the same step as the one before it (each sample stands for
-    the interval that starts at it). Feed the result to ``emission_absorption`` to
-    render with a result that does not depend on how many samples the ray has.
+    ``sigma`` ``(..., P, 1)`` >= 0 per world unit; ``lengths`` ``(..., P)`` increasing; ``delta`` is
+    in world units, ``|direction| * (t_{i+1} - t_i)`` (``directions=None``: unit vectors). The last
+    sample repeats the previous step (each sample stands for the interval starting at it).
     """
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(
@@ -298,14 +248,9 @@ def alpha_from_sigma(
 class Renderer(torch.nn.Module):
     """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``. Defined in §3.4.
 
-    ``Renderer(raysampler, raymarcher)``: the raysampler is any module whose
-    ``forward(cameras=..., **kwargs)`` returns a ``RayBundle`` (PyTorch3D's
-    ``NDCMultinomialRaysampler``, or Chapter 2's ``helpers.rays.GridRaysampler``);
-    the raymarcher is called as ``raymarcher(rays_densities=..., rays_features=...,
-    ray_bundle=...)`` (``EmissionAbsorption`` here, or PyTorch3D's raymarchers).
-
-    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)`` with images
-    ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
+    Any raysampler returning a ``RayBundle``, any raymarcher called as ``raymarcher(rays_densities=...,
+    rays_features=..., ray_bundle=...)``. ``forward(cameras, volumes)`` returns ``(images, ray_bundle)``,
+    images ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
     """
 
     def __init__(self, raysampler, raymarcher):
