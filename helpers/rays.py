@@ -1,20 +1,13 @@
 """Chapter 2: rays through pixels, and where their sample points fall.
 
-Conventions (PyTorch3D's):
+Conventions (PyTorch3D's), used by every module of ``helpers``:
 
 - view space: +X left, +Y up, +Z into the scene; a world row vector ``x`` maps to
   view space as ``x @ R + T``, so the camera centre is ``-T @ R^T``;
-- NDC: +X left, +Y up; the *shorter* image side spans [-1, 1] and the longer one
-  [-u, u] with u = long / short; pixel (row 0, column 0) is the top-left pixel,
-  whose centre has the largest x and y;
-- a ray ``origin + t * direction`` has a direction whose view-space z is 1, so the
-  length ``t`` of a sample *is* its view-space depth (PyTorch3D's
-  ``unit_directions=False``).
-
-``GridRaysampler`` is a from-scratch twin of PyTorch3D's ``NDCMultinomialRaysampler``
-for ``FoVPerspectiveCameras``; it can replace it inside ``VolumeRenderer``.
-``camera_rays`` gives the same rays with unit directions (a ray's parameter is then a
-distance), and ``ray_box`` clips rays to the volume's cube, as Chapter 5 needs.
+- NDC: +X left, +Y up; the *shorter* image side spans [-1, 1], the longer [-u, u] with
+  u = long / short; pixel (row 0, column 0) is the top-left one, with the largest x and y;
+- a ray ``origin + t * direction`` has view-space direction z = 1, so ``t`` *is* the view
+  depth (PyTorch3D's ``unit_directions=False``); :func:`camera_rays` normalises instead.
 """
 
 from __future__ import annotations
@@ -26,8 +19,8 @@ from pytorch3d.renderer.implicit import RayBundle
 from . import checks
 from .data import camera_centers
 
-#: Side of the cube of world space the voxel grid fills, centred on the origin (the original
-#: tutorial's 3.0): the cow fits in [-1, 1]^3 and 3 leaves half a unit of margin around it.
+#: Side of the world cube, centred on the origin, that the voxel grid fills (the tutorial's 3.0:
+#: half a unit of margin around the cow's [-1, 1]^3).
 VOLUME_EXTENT = 3.0
 
 
@@ -44,13 +37,7 @@ def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, floa
 
 
 def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """NDC ``(x, y)`` of every pixel centre, shape ``(H, W, 2)``. Defined in §2.2.
-
-    Column ``j`` of a ``W``-pixel-wide image sits at ``x_j = u_x (1 - (2j + 1) / W)``,
-    where ``u_x`` is half the NDC width (1 for the shorter side, long/short for the
-    longer one): +X points left, so column 0 has the largest x. Rows work the same way
-    with y (+Y up, row 0 at the top).
-    """
+    """NDC ``(x, y)`` ``(H, W, 2)`` of the pixel centres: ``x_j = u (1 - (2j + 1) / W)``, y alike. Defined in §2.2."""
     image_width = checks.integer("image_width", image_width)
     image_height = checks.integer("image_height", image_height)
     short = min(image_width, image_height)
@@ -63,12 +50,7 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
 
 
 def ndc_to_pixel(xy: torch.Tensor, image_height: int, image_width: int):
-    """Continuous pixel ``row, col`` ``(...)`` of NDC points ``xy`` ``(..., 2)``. Defined in §2.1.
-
-    The inverse of :func:`ndc_pixel_centers`: pixel centres land on whole numbers, so
-    ``round`` gives the pixel that contains a point (rows down from the top, columns
-    from the left, because NDC +X points left and +Y up).
-    """
+    """Continuous pixel ``row, col`` ``(...)`` of NDC ``xy`` ``(..., 2)``; centres are integers. Defined in §2.1."""
     short = min(image_width, image_height)
     u_x, u_y = image_width / short, image_height / short
     col = image_width * (u_x - xy[..., 0]) / (2 * u_x) - 0.5
@@ -92,10 +74,8 @@ def _check_cameras(cameras) -> None:
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
     """World directions ``(B, ..., 3)`` of the rays through NDC points ``xy`` ``(B, ..., 2)``. Defined in §2.2.
 
-    A view-space point at depth ``z`` projects to NDC ``x = X / (z tan(fov/2) a)``,
-    ``y = Y / (z tan(fov/2))`` (``a`` = ``aspect_ratio``). Inverting at ``z = 1``
-    gives the view direction ``(x tan(fov/2) a, y tan(fov/2), 1)``; a direction
-    (no translation) maps back to the world with ``R^T`` (``R`` is a rotation).
+    The view direction ``(x tan(fov/2) a, y tan(fov/2), 1)`` (``a`` = ``aspect_ratio``) inverts the
+    projection at ``z = 1``; a direction has no translation, so ``R^T`` maps it to the world.
     """
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
@@ -122,10 +102,8 @@ def _slopes(cameras, n_inner_dims: int):
 def project(cameras, points: torch.Tensor):
     """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` of world ``points`` ``(B, N, 3)``. Defined in §2.1.
 
-    The inverse of :func:`ray_directions`: ``x = X / (z tan(fov/2) a)``,
-    ``y = Y / (z tan(fov/2))`` with ``(X, Y, z) = points @ R + T``. Unlike
-    ``cameras.transform_points`` it also returns the depth itself, which says whether
-    a point is in front of the camera (``z > 0``) whatever ``znear`` is.
+    ``x = X / (z tan(fov/2) a)``, ``y = Y / (z tan(fov/2))``. Unlike ``cameras.transform_points`` it
+    returns the depth, which says whether a point is in front of the camera whatever ``znear`` is.
     """
     slope_x, slope_y = _slopes(cameras, 1)
     view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
@@ -135,10 +113,7 @@ def project(cameras, points: torch.Tensor):
 
 
 def uniform_depths(n_pts_per_ray: int, min_depth: float, max_depth: float, device=None, dtype=torch.float32):
-    """``n_pts_per_ray`` evenly spaced depths from ``min_depth`` to ``max_depth`` (both included), ``(P,)``.
-
-    Defined in §2.5.
-    """
+    """``(P,)`` evenly spaced depths from ``min_depth`` to ``max_depth``, both included. Defined in §2.5."""
     n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
     return torch.linspace(min_depth, max_depth, n_pts_per_ray, device=device, dtype=dtype)
 
@@ -146,10 +121,8 @@ def uniform_depths(n_pts_per_ray: int, min_depth: float, max_depth: float, devic
 def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Jitter each sorted depth uniformly within its own bin, ``(..., P)`` -> ``(..., P)``. Defined in §2.5.
 
-    Bin edges are the midpoints between neighbouring depths, and the ray's two ends
-    are kept as the outer edges, so the first and last bins are half as wide (the
-    rule PyTorch3D uses). Every ray gets its own jitter; with the same random state
-    this draws the same numbers as PyTorch3D's ``stratified_sampling=True``.
+    Bins end at the midpoints and at the ray's two ends (PyTorch3D's rule), so with the same
+    random state it draws the same numbers as ``stratified_sampling=True``.
     """
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
@@ -164,22 +137,12 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 class GridRaysampler(torch.nn.Module):
-    """One ray through every pixel centre of a ``image_height`` x ``image_width`` image. Defined in §2.4.
+    """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4.
 
-    A from-scratch twin of PyTorch3D's ``NDCMultinomialRaysampler`` (grid mode, no
-    mask, ``unit_directions=False``) for ``FoVPerspectiveCameras``. ``forward``
-    returns a ``RayBundle`` with
-
-    - ``origins`` ``(B, H, W, 3)``: the camera centre, repeated;
-    - ``directions`` ``(B, H, W, 3)``: world directions whose view-space z is 1;
-    - ``lengths`` ``(B, H, W, P)``: depths, uniform or stratified in
-      ``[min_depth, max_depth]``;
-    - ``xys`` ``(B, H, W, 2)``: NDC pixel centres, +X left, +Y up.
-
-    It can be passed to ``VolumeRenderer(raysampler=...)``: the renderer calls it
-    with ``cameras=`` and ``volumetric_function=`` (ignored) plus whatever the
-    caller passed; ``min_depth``, ``max_depth``, ``n_pts_per_ray`` and
-    ``stratified_sampling`` override the constructor's values for one call.
+    For ``FoVPerspectiveCameras``. ``forward`` returns a ``RayBundle``: ``origins``, ``directions``
+    ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)`` (uniform or stratified depths) and ``xys``
+    ``(B, H, W, 2)``. Keyword arguments of a call (``min_depth``, ``max_depth``, ``n_pts_per_ray``,
+    ``stratified_sampling``) override the constructor's; others, as ``VolumeRenderer`` passes, are ignored.
     """
 
     def __init__(
@@ -229,7 +192,6 @@ class GridRaysampler(torch.nn.Module):
         max_depth = self.max_depth if max_depth is None else max_depth
         n_pts = self.n_pts_per_ray if n_pts_per_ray is None else n_pts_per_ray
         stratified = self.stratified if stratified_sampling is None else stratified_sampling
-
         batch = cameras.R.shape[0]
         xy = self._xy_grid.expand(batch, -1, -1, -1)
         directions = ray_directions(cameras, xy)
@@ -247,11 +209,9 @@ def ray_points(bundle) -> torch.Tensor:
 
 
 def camera_rays(cameras, image_size: int):
-    """Origins and *unit* directions ``(B, H, W, 3)`` of the rays through every pixel centre. Defined in §5.2.
+    """Origins and *unit* directions ``(B, H, W, 3)`` of :class:`GridRaysampler`'s rays. Defined in §5.2.
 
-    The rays of :class:`GridRaysampler` (same pixel order: row 0 at the top, NDC +X
-    left), with directions normalised so that a ray's parameter is a distance in
-    world units rather than a view-space depth.
+    Normalised so that a ray's parameter is a distance in world units, not a view depth.
     """
     image_size = checks.integer("image_size", image_size)
     xy = ndc_pixel_centers(image_size, image_size, device=cameras.R.device, dtype=cameras.R.dtype)
@@ -261,12 +221,10 @@ def camera_rays(cameras, image_size: int):
 
 
 def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
-    """Entry and exit parameters ``(N,)`` of rays ``(N, 3)`` through an axis-aligned box. Defined in §5.3.
+    """Entry and exit parameters ``(N,)`` of rays ``(N, 3)`` through an axis-aligned box (slab method). Defined in §5.3.
 
-    ``upper`` is a number ``h`` (the cube ``[-h, h]^3``) or the box's upper corner ``(3,)``,
-    with ``lower`` its lower corner. The slab method: each axis bounds the ray between two
-    planes and the box is where all three intervals overlap. Entry is clamped to 0 (the
-    camera); a ray that misses the box gets ``far <= near``.
+    ``upper``: a number ``h`` (the cube ``[-h, h]^3``) or the upper corner ``(3,)``, with ``lower``
+    the lower one. Entry is clamped to 0 (the camera); a ray that misses gets ``far <= near``.
     """
     hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)
     lo = -hi if lower is None else torch.as_tensor(lower, dtype=origins.dtype, device=origins.device)
@@ -279,20 +237,12 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
 
 
 def inside_box(points: torch.Tensor, extent: float = VOLUME_EXTENT) -> torch.Tensor:
-    """Boolean ``(...)``: which of ``points`` ``(..., 3)`` lie in the cube of side ``extent`` centred at 0.
-
-    Defined in §2.8.
-    """
+    """Boolean ``(...)``: which ``points`` ``(..., 3)`` lie in the cube of side ``extent`` at 0. Defined in §2.8."""
     return (points.abs() <= extent / 2).all(dim=-1)
 
 
 def sample_budget(bundle, occupancy) -> dict[str, float]:
-    """Where a bundle's sample points fall; the three fractions sum to 1. Defined in §2.8.
-
-    ``outside_box``: outside the volume's cube; ``box_but_carved``: inside it but in space
-    the silhouettes prove empty; ``inside_hull``: in the visual hull ``occupancy`` (a
-    :class:`helpers.hull.Occupancy`).
-    """
+    """Fractions of a bundle's samples ``outside_box``, ``box_but_carved`` and ``inside_hull``. Defined in §2.8."""
     points = ray_points(bundle)
     in_box = inside_box(points)
     in_hull = occupancy.lookup(points)
