@@ -28,8 +28,8 @@ COW_FILES = {
     "cow.mtl": "ce6398d52486f81f2c329b1683ad4fedce970471aa36e589e05c5177432db6cb",
     "cow_texture.png": "cddabbae52a666173e7953e238b88340d285044dc20b36f8ed3f1a41db534fa5",
 }
-#: Tried in order: PyTorch3D's repository pinned to the commit that added the
-#: files (the checksums were taken from these bytes), then the tutorials' host.
+#: Tried in order: PyTorch3D's repository at the commit that added the files (the checksums' source),
+#: then the tutorials' host.
 COW_URLS = (
     "https://raw.githubusercontent.com/facebookresearch/pytorch3d/"
     "dbf06b504b525c7f6680c5709b63df6413616d2e/docs/tutorials/data/cow_mesh/",
@@ -48,12 +48,7 @@ CAMERA_DIST = 2.7
 
 
 def pick_device() -> torch.device:
-    """``cuda:0`` when a GPU is available, otherwise the CPU. Defined in §1.1.
-
-    Each chapter calls this once; every helper then takes the device from its inputs.
-    When ``nvidia-smi`` sees a GPU that torch cannot use, it says why instead of falling
-    back to the CPU in silence.
-    """
+    """``cuda:0`` when a GPU is available, otherwise the CPU, saying why an unusable GPU is unused. Defined in §1.1."""
     if torch.cuda.is_available():
         return torch.device("cuda:0")
     from .colab import unusable_gpu_note
@@ -125,11 +120,10 @@ def _download(name: str, dest: Path) -> None:
 
 
 def cow_mesh_dir() -> Path:
-    """Return a folder holding the verified cow mesh files. Defined in §1.1.
+    """A folder holding the verified cow mesh files. Defined in §1.1.
 
-    ``$COW_MESH_DIR`` wins when set (its files are verified, never replaced).
-    Otherwise the files are downloaded once into the cache folder; a cached file
-    whose checksum is wrong is deleted and fetched again.
+    ``$COW_MESH_DIR`` wins when set (verified, never replaced); otherwise the files are downloaded
+    once into the cache, and a cached file with a wrong checksum is fetched again.
     """
     if os.environ.get(ENV_MESH_DIR):
         folder = Path(os.environ[ENV_MESH_DIR]).expanduser()
@@ -153,14 +147,7 @@ def cow_mesh_dir() -> Path:
 
 
 def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
-    """Load the textured cow and normalise it as the seed does. Defined in §1.1.
-
-    The centre is the vertex mean and the scale the largest absolute coordinate
-    after centring, so the mesh ends up inside the cube [-1, 1]^3 (the seed calls
-    it "a sphere of radius 1"; the cube's corners reach sqrt(3), see Chapter 1).
-
-    Returns a ``pytorch3d.structures.Meshes`` holding one mesh on ``device``.
-    """
+    """The textured cow as a one-mesh ``Meshes`` on ``device``, normalised into [-1, 1]^3. Defined in §1.1."""
     from pytorch3d.io import load_objs_as_meshes
 
     folder = Path(data_dir) if data_dir is not None else cow_mesh_dir()
@@ -193,8 +180,7 @@ def normalize_mesh(mesh):
 def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
     """``FoVPerspectiveCameras`` at ``dist`` from the origin looking at it. Defined in §1.2.
 
-    ``elev`` and ``azim`` are 1-D tensors in degrees; azimuth 0 puts the camera
-    on +Z, looking along -Z (so it sees the cow's back; 180 sees its face).
+    ``elev``, ``azim``: 1-D tensors in degrees; azimuth 0 is on +Z looking along -Z (the cow's back).
     """
     from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
@@ -203,22 +189,14 @@ def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
 
 
 def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """World positions ``(N, 3)`` of cameras with PyTorch3D's ``R`` ``(N, 3, 3)`` and ``T`` ``(N, 3)``.
-
-    Defined in §1.2. PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
-    (row vectors), so the centre, where ``X_view = 0``, is ``-T @ R^T``.
-    """
+    """World positions ``(N, 3)`` of cameras ``R`` ``(N, 3, 3)``, ``T`` ``(N, 3)``: ``-T @ R^T``. Defined in §1.2."""
     return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
 
 
 def render_views(mesh, cameras, image_size: int = 128):
-    """Render RGB images and binary silhouettes of ``mesh`` in one rasterisation. Defined in §1.3.
+    """``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1} of ``mesh``. Defined in §1.3.
 
-    The silhouette is read off the rasteriser's ``pix_to_face`` (-1 where no face
-    covers the pixel), so it costs nothing beyond the shaded pass; the seed ran a
-    second, soft-silhouette pass with 50 faces per pixel and then thresholded it.
-
-    Returns ``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1}.
+    The silhouette is read off ``pix_to_face`` (-1 where no face covers the pixel): no second pass.
     """
     from pytorch3d.renderer import BlendParams, MeshRasterizer, PointLights, RasterizationSettings, SoftPhongShader
 
@@ -242,13 +220,8 @@ def render_views(mesh, cameras, image_size: int = 128):
 
 @dataclass
 class CowViews:
-    """A set of rendered views: what every later chapter fits or evaluates. Defined in §1.4.
-
-    Attributes:
-        R, T: camera rotations ``(N, 3, 3)`` and translations ``(N, 3)``.
-        images: ``(N, H, W, 3)`` RGB in [0, 1], black background.
-        silhouettes: ``(N, H, W)`` binary masks (1 = cow).
-        elevations, azimuths: ``(N,)`` in degrees.
+    """Rendered views: cameras ``R`` ``(N, 3, 3)``, ``T`` ``(N, 3)``, ``images`` ``(N, H, W, 3)`` (black background),
+    binary ``silhouettes`` ``(N, H, W)`` (1 = cow), ``elevations``, ``azimuths`` ``(N,)`` in degrees. Defined in §1.4.
     """
 
     R: torch.Tensor
@@ -277,10 +250,8 @@ class CowViews:
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
     """Elevations and azimuths of the training views, in degrees. Defined in §1.4.
 
-    The seed used ``linspace(-range, range, N) + 180``: with the full range its
-    first and last views both sit at azimuth 0/360, so 40 views held 39 distinct
-    ones. Here the views are spread over the range without repeating the end
-    point when the range closes the circle.
+    Spread over ``180 +- azimuth_range`` without repeating the end point when the range closes
+    the circle (the seed's ``linspace`` put two of 40 views at 0/360).
     """
     num_views = checks.integer("num_views", num_views)
     closed = 2 * azimuth_range >= 360.0
@@ -291,11 +262,7 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
 
 
 def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 10, elevation: float = 25.0):
-    """Angles of views that are never trained on, to measure generalisation. Defined in §1.5.
-
-    ``n_between`` views sit halfway between neighbouring training azimuths (at
-    elevation 0) and ``n_elevated`` views circle the cow at ``elevation``.
-    """
+    """Held-out angles: ``n_between`` between training azimuths, ``n_elevated`` at ``elevation``. Defined in §1.5."""
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
     mids = (train_azim + step / 2) % 360.0
@@ -335,9 +302,8 @@ def generate_cow_renders(
 ) -> CowViews:
     """The training views: ``num_views`` renders at evenly spread azimuths. Defined in §1.4.
 
-    Results are cached on disk under a key made of every argument that changes
-    the pixels (and the mesh checksums, PyTorch3D's version and
-    ``DATASET_VERSION``), so a second call loads in well under a second.
+    Cached on disk under a key of everything that changes the pixels (arguments, mesh checksums,
+    PyTorch3D's version, ``DATASET_VERSION``).
     """
     num_views = checks.integer("num_views", num_views)
     elev, azim = training_angles(num_views, azimuth_range, elevation)
