@@ -1,26 +1,13 @@
 """Chapter 5: a fast recipe for fitting the voxel grid, built from Chapters 2-4.
 
-Same data, loss and metrics as Chapter 4 (``helpers.metrics``); what changes is how much
-work a step does:
+Same data, loss and metrics as Chapter 4; less work per step: empty-space skipping (§5.3,
+§5.4), random rays across all views (§5.5), one fused ``(1, 4, D, H, W)`` lookup (§5.6),
+step-length-aware density (§5.7), coarse-to-fine, total variation, a smooth learning-rate
+decay (§5.8) and sparse Adam updates (§5.9).
 
-* **empty-space skipping** (§5.3, §5.4): rays are clipped to the volume's cube
-  (``rays.ray_box``) and to the visual hull of Chapter 2 (``hull.carve``); samples outside
-  the hull are never looked up and rays that miss it are never drawn;
-* **random rays** (§5.5) drawn across all training views instead of whole images;
-* **one fused lookup** (§5.6): density and colour live in one ``(1, 4, D, H, W)`` tensor
-  sampled by a single ``grid_sample``. Chapter 3's ``marching.sample_volume`` and
-  ``marching.emission_absorption`` compute the same thing (``tests/test_fast.py``
-  checks it), but sample every point of every ray and keep per-corner intermediates;
-* **step-length-aware density** (§5.7): ``alpha = 1 - exp(-softplus(raw) * delta / unit)``
-  with ``raw`` interpolated *before* the activation (Chapter 3's ``alpha_from_sigma``);
-* **coarse-to-fine, total variation, a smooth learning-rate decay** (§5.8) and
-  **sparse Adam updates** (§5.9).
-
-Conventions are those of Chapters 2 and 3: a grid ``(1, C, D, H, W)`` fills the cube of
-side ``rays.VOLUME_EXTENT`` like a ``Volumes`` with ``align_corners=True``, so its voxel
-centres span ``[-half, half]^3`` with ``half = voxel_size * (n - 1) / 2``, and
-``grid_sample``'s ``(x, y, z)`` index ``(W, H, D)``. Images are ``(N, H, W, C)``, row 0 at
-the top; NDC has +X left and +Y up.
+A grid ``(1, C, D, H, W)`` fills the cube of side ``rays.VOLUME_EXTENT`` as a ``Volumes`` with
+``align_corners=True`` (see ``marching``): voxel centres span ``[-half, half]^3``,
+``half = voxel_size * (n - 1) / 2``.
 """
 
 from __future__ import annotations
@@ -39,15 +26,12 @@ from .metrics import FitHistory, check_divergence, clock, evaluate, huber
 from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 
 
-# ----------------------------------------------------------------------------- clipping rays to the hull
 @torch.no_grad()
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
     """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: its projection grown by ``margin``. Defined in §5.4.
 
-    A sample counts as occupied when its *nearest* voxel centre is, so a ray can meet the
-    hull up to half a voxel diagonal from a centre; for this book's cameras (focal length
-    111 px, every voxel farther than 1.1 from the camera) that is under 2 px of the
-    centre's projection, plus half a pixel of rounding.
+    A ray can meet a voxel's cell half a diagonal from its centre: for this book's cameras (focal
+    length 111 px, voxels farther than 1.1) under 2 px from the centre's projection, plus rounding.
     """
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
     mask = torch.zeros(len(cameras), image_size * image_size, device=centres.device)
@@ -64,22 +48,15 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -
 def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
     """Per-ray interval ``near, far`` ``(N,)`` outside which the ray meets no occupied voxel. Defined in §5.4.
 
-    The ray is probed every voxel from where it enters the occupied voxels' bounding box;
-    the interval runs from one step before the first occupied probe to one step after the
-    last, so that an occupied stretch shorter than a step between two probes is not cut
-    off. Rays that meet no occupied probe get ``far = near``.
+    Probed every voxel inside the occupied bounding box; the interval reaches one step beyond the
+    first and last occupied probes, so a stretch shorter than a step is not cut off. Misses: ``far = near``.
     """
     step = occupancy.voxel_size
     lo, hi = occupancy.bounds()
     box_near, box_far = ray_box(origins, directions, hi, lo)
     near, far = box_near.clone(), box_near.clone()
     for s in range(0, origins.shape[0], chunk):
-        o, d, n0, f0 = (
-            origins[s : s + chunk],
-            directions[s : s + chunk],
-            box_near[s : s + chunk],
-            box_far[s : s + chunk],
-        )
+        o, d, n0, f0 = (t[s : s + chunk] for t in (origins, directions, box_near, box_far))
         n_steps = max(math.ceil((f0 - n0).max().item() / step), 1)
         t = n0[:, None] + (torch.arange(n_steps, device=o.device) + 0.5) * step
         occ = occupancy.lookup(o[:, None] + t[..., None] * d[:, None]) & (t < f0[:, None])
@@ -93,10 +70,9 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
 
 @torch.no_grad()
 def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: float):
-    """All rays of ``cameras``, flattened ``(N, 3)``, with their ``near, far`` ``(N,)``. Defined in §5.4.
+    """All rays of ``cameras`` ``(N, 3)`` and ``near, far`` ``(N,)``: clipped to the hull, or else the cube.
 
-    Without ``occupancy`` the rays are clipped to the cube of voxel centres ``[-half, half]^3``;
-    with it, only the rays of the hull's footprint are probed and clipped to the hull.
+    Defined in §5.4. The cube is the voxel centres' ``[-half, half]^3``.
     """
     origins, directions = (t.reshape(-1, 3) for t in camera_rays(cameras, image_size))
     if occupancy is None:
@@ -108,21 +84,13 @@ def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: fl
     return origins, directions, near, far
 
 
-# ----------------------------------------------------------------------------- the model
 class FastVolume(torch.nn.Module):
     """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6.
 
-    Channel 0 is the raw density, channels 1-3 the colour logits. With
-    ``density="softplus"`` a sample's opacity over a step of ``delta`` world units is
-    ``1 - exp(-softplus(raw) * delta / unit)``: the density is an optical depth per
-    ``unit`` (the voxel side of the finest grid of the fit, so a coarse grid means the
-    same as the fine one it grows into). With ``density="sigmoid"`` it is ``sigmoid(raw)``
-    whatever the step (Chapter 4's). ``occupancy`` (a hull, or ``None`` for the cube) is
-    a submodule, so ``.to(device)`` moves it with the grid.
-
-    ``forward(cameras)`` renders whole ``image_size`` images ``(B, H, W, 4)`` (RGB, then
-    opacity), samples ``step_voxels`` voxels apart; the clipped rays of the last few
-    camera batches are cached, so scoring the same held-out views again is cheap.
+    With ``density="softplus"`` a step of ``delta`` world units has opacity ``1 - exp(-softplus(raw) *
+    delta / unit)``, ``unit`` being the finest grid's voxel side (so a coarse grid means the same as the
+    fine one it grows into); with ``"sigmoid"`` it is ``sigmoid(raw)`` whatever the step (Chapter 4's).
+    ``forward(cameras)`` renders ``(B, H, W, 4)`` (RGB, opacity), caching the last clipped rays.
     """
 
     def __init__(
@@ -161,12 +129,11 @@ class FastVolume(torch.nn.Module):
 
     @property
     def half(self) -> float:
-        """Half the side of the cube spanned by the voxel centres."""
         return self.voxel_size * (self.volume_size - 1) / 2
 
     @property
     def densities(self) -> torch.Tensor:
-        """``(1, D, H, W)`` in [0, 1]: the opacity across one voxel of this grid."""
+        """``(1, D, H, W)``: the opacity across one voxel of this grid."""
         raw = self.grid[0, :1]
         if self.density == "sigmoid":
             return torch.sigmoid(raw)
@@ -178,13 +145,9 @@ class FastVolume(torch.nn.Module):
         return torch.sigmoid(self.grid[0, 1:])
 
     def sample(self, points: torch.Tensor):
-        """Density-to-be ``(M,)`` and colour ``(M, 3)`` at world ``points`` ``(M, 3)``.
-
-        For ``"softplus"`` the first output is ``softplus(raw)`` (per ``unit`` of length);
-        for ``"sigmoid"`` it is the opacity of the sample itself.
-        """
+        """``softplus(raw)`` per ``unit`` (``"sigmoid"``: the opacity) ``(M,)`` and colour ``(M, 3)`` at ``points``."""
         loc = (points / self.half).view(1, -1, 1, 1, 3)  # marching.world_to_local for a cube at the origin
-        # "sigmoid" is Chapter 4's order: activate the whole grid, then interpolate
+        # "sigmoid" is Chapter 4's order: activate, then interpolate
         act = torch.sigmoid(self.grid) if self.density == "sigmoid" else self.grid
         if self.fused:
             out = F.grid_sample(act, loc, align_corners=True, padding_mode="border").view(4, -1)
@@ -256,7 +219,6 @@ class FastVolume(torch.nn.Module):
         return cls(**config, occupancy=occupancy)
 
 
-# ----------------------------------------------------------------------------- rendering
 def render_rays(
     volume: FastVolume,
     origins,
@@ -267,15 +229,11 @@ def render_rays(
     occupancy: Occupancy | None = None,
     early_stop: float = 0.0,
 ):
-    """Emission-absorption render of rays ``(N, 3)`` between ``near`` and ``far`` ``(N,)``. Defined in §5.6.
+    """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6.
 
-    Samples are at ``near + (k + 1/2) step`` while below ``far``; only those inside
-    ``occupancy`` (if given) are looked up, the rest count as empty. Compositing uses the
-    exclusive cumulative sum of optical depths, ``T_k = exp(-sum_{j<k} tau_j)``,
-    ``w_k = T_k (1 - exp(-tau_k))``: Chapter 3's shifted product, in log space. With
-    ``early_stop > 0`` a first, gradient-free pass finds where the transmittance drops
-    below it and later samples are skipped. Returns ``rgb`` ``(N, 3)`` and ``opacity``
-    ``(N,)``; the background is black.
+    Samples at ``near + (k + 1/2) step``; those outside ``occupancy`` count as empty. ``T_k = exp(-sum_{j<k}
+    tau_j)`` is Chapter 3's shifted product in log space. ``early_stop > 0``: a gradient-free first pass
+    drops samples whose transmittance is below it.
     """
     n = origins.shape[0]
     span = (far - near).clamp_min(0)
@@ -305,20 +263,18 @@ def render_rays(
     return color, opacity
 
 
-# ----------------------------------------------------------------------------- fitting
 def total_variation(grid: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring voxels of ``(1, C, D, H, W)``, summed over axes. Defined in §5.8.
+    """Mean squared difference of neighbours of ``(1, C, D, H, W)``, summed over axes {cite}`rudin1992nonlinear`.
 
-    {cite}`rudin1992nonlinear`
+    Defined in §5.8.
     """
     return sum(grid.diff(dim=d).pow(2).mean() for d in (2, 3, 4))
 
 
 def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
-    """Flat indices ``(K,)`` of the voxels of an ``n^3`` grid that a sample inside the hull can touch. Defined in §5.9.
+    """Flat indices ``(K,)`` of an ``n^3`` grid's voxels a hull sample can touch. Defined in §5.9.
 
-    Trilinear interpolation reads the 8 voxel centres around a sample, so the hull
-    (resampled to ``n``) is grown by one voxel.
+    The hull resampled to ``n``, grown by one voxel: trilinear interpolation reads 8 neighbours.
     """
     occ = occupancy.grid[None, None].float()
     occ = F.interpolate(occ, size=(volume_size,) * 3, mode="trilinear", align_corners=True) > 0
@@ -329,9 +285,7 @@ def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
 class MaskedAdam:
     """Adam {cite}`kingma2015adam` on the voxels listed in ``active`` only, of a ``(1, C, D, H, W)`` parameter.
 
-    Defined in §5.9. Voxels that no sample can reach get no gradient from the renderer,
-    so their Adam state would only be decayed zeros: skipping them turns an update of
-    all ``C n^3`` values into one of ``C K``.
+    Defined in §5.9. Unreachable voxels get no gradient, so their Adam state would be decayed zeros.
     """
 
     def __init__(
@@ -363,10 +317,7 @@ class MaskedAdam:
 
 @dataclass
 class TrainRays:
-    """All training rays that meet the hull, precomputed once: ``(N, 3)``/``(N,)`` tensors plus ``view`` ``(N,)``.
-
-    Defined in §5.4.
-    """
+    """All training rays that meet the hull: ``(N, 3)``/``(N,)`` tensors plus ``view`` ``(N,)``. Defined in §5.4."""
 
     origins: torch.Tensor
     directions: torch.Tensor
@@ -382,9 +333,7 @@ class TrainRays:
 def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     """Rays of every pixel of ``views``, clipped to ``occupancy``; rays that miss it are dropped. Defined in §5.4.
 
-    A dropped ray renders black with zero opacity whatever the grid holds, and its target
-    is black background too (the hull projects inside every silhouette), so it carries no
-    gradient: drawing it would be wasted work.
+    A missed ray renders black whatever the grid holds and its target is background: no gradient.
     """
     n_views, image_size = views.images.shape[:2]
     half = occupancy.voxel_size * (occupancy.volume_size - 1) / 2
@@ -408,16 +357,10 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
 class FastSettings(Settings):
     """Every knob of the fast recipe; ``FastSettings.for_device(device)`` gives the default. Defined in §5.11.
 
-    The switches let Chapter 5 turn each technique on one at a time: ``hull``
-    (empty-space skipping beyond the cube), ``random_rays`` (rays drawn across all views
-    instead of ``images_per_step`` images of ``rays_per_step / images_per_step`` pixels),
-    ``fused`` (one 4-channel lookup), ``density`` (``"softplus"``: step-aware, activation
-    after interpolation; ``"sigmoid"``: Chapter 4's opacity per sample), ``coarse_volume_size``
-    and ``coarse_fraction`` (coarse-to-fine; 0 disables), ``tv_weight``, ``schedule``
-    (``"exp"`` decays smoothly to ``lr * lr_final_factor``; ``"step"`` is Chapter 4's 10x
-    drop at 75 %), ``early_stop`` (transmittance below which samples are dropped; 0
-    disables), ``sparse_adam`` (update only voxels a hull sample can touch).
-    ``step_voxels`` is the sample spacing in voxels of the grid being fitted.
+    Each switch turns one technique on: ``hull``, ``random_rays`` (else ``images_per_step`` images),
+    ``fused``, ``density``, ``coarse_volume_size``/``coarse_fraction`` (0 disables), ``tv_weight``,
+    ``schedule`` (``"exp"`` decays to ``lr * lr_final_factor``; ``"step"`` is Chapter 4's 10x drop at
+    75 %), ``early_stop``, ``sparse_adam``. ``step_voxels``: sample spacing in voxels of the fitted grid.
     """
 
     lr: float = 0.05
@@ -502,12 +445,8 @@ def fit(
 ):
     """Fit a :class:`FastVolume` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §5.11.
 
-    Runs on the device of ``train``'s tensors; the model renders whole images of the
-    training size for any cameras. ``heldout`` views are scored every
-    ``settings.eval_every`` iterations and at the end (outside the fitting time);
-    ``callback(iteration, model, evaluation)`` runs after each evaluation, as in
-    Chapter 4. Pass ``occupancy`` to reuse a hull already carved (its carving is then not
-    counted in the fitting time). Raises ``metrics.DivergenceError`` when the fit diverges.
+    As Chapter 4's ``fit`` (device, ``heldout``, ``callback``, ``DivergenceError``). Pass ``occupancy``
+    to reuse a hull already carved (its carving is then not counted in the fitting time).
     """
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
