@@ -1,10 +1,6 @@
-"""Chapter 4: fitting a voxel grid to the multi-view images.
+"""Chapter 4: fitting a voxel grid to the multi-view images, and keeping the fit.
 
-The model (``VolumeModel``, §4.1) is a grid of logits rendered by PyTorch3D's
-``VolumeRenderer`` (§4.2); ``fit`` (§4.7) takes Adam steps on random rays (§4.4) with the
-loss and metrics of ``helpers.metrics``. ``FitSettings`` (§4.5) holds every number of a
-fit; ``save_volume``/``load_volume`` (§4.9) keep a fit, of this chapter's model or of
-Chapter 5's ``FastVolume``, for later chapters.
+``save_volume``/``load_volume`` keep a fit of this chapter's model or of Chapter 5's ``FastVolume``.
 """
 
 from __future__ import annotations
@@ -27,15 +23,9 @@ from .rays import VOLUME_EXTENT
 class VolumeModel(torch.nn.Module):
     """A voxel grid of densities and RGB colours, rendered by a PyTorch3D ``VolumeRenderer``. Defined in §4.1.
 
-    The parameters are the *logits* of densities ``(1, D, H, W)`` and colours
-    ``(3, D, H, W)``; a sigmoid maps them to [0, 1], so no optimiser step can leave the
-    valid range. Densities start at ``sigmoid(-4) ~ 0.018`` (almost empty space that still
-    passes gradients) and colours at ``sigmoid(0) = 0.5``. The grid is centred on the
-    world origin with ``voxel_size`` world units per voxel (``Volumes``' conventions).
-
-    ``forward(cameras)`` renders whole images ``(B, H, W, 4)`` (RGB, then opacity) with
-    the model's ``renderer``; a training step calls its own random-ray renderer on
-    :meth:`volumes` instead (§4.6).
+    Parameters are *logits* of densities ``(1, D, H, W)`` and colours ``(3, D, H, W)``: a sigmoid keeps
+    every step in [0, 1]. Densities start at ``sigmoid(-4) ~ 0.018``, almost empty but still passing
+    gradients. ``forward(cameras)`` renders whole images ``(B, H, W, 4)`` (RGB, then opacity).
     """
 
     def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
@@ -51,7 +41,7 @@ class VolumeModel(torch.nn.Module):
 
     @property
     def densities(self) -> torch.Tensor:
-        """Densities in [0, 1] (the opacity of one sample), ``(1, D, H, W)``."""
+        """``(1, D, H, W)``: the opacity of one sample."""
         return torch.sigmoid(self.log_densities)
 
     @property
@@ -60,7 +50,7 @@ class VolumeModel(torch.nn.Module):
         return torch.sigmoid(self.log_colors)
 
     def volumes(self, batch_size: int = 1):
-        """The grid as a PyTorch3D ``Volumes`` batch of ``batch_size`` (expanded views of one grid)."""
+        """The grid as a ``Volumes`` batch of ``batch_size`` (expanded views of one grid)."""
         from pytorch3d.structures import Volumes
 
         return Volumes(
@@ -70,7 +60,6 @@ class VolumeModel(torch.nn.Module):
         )
 
     def forward(self, cameras) -> torch.Tensor:
-        """Render ``cameras`` with the model's renderer: ``(B, H, W, 4)``, RGB then opacity."""
         return self.renderer(cameras=cameras, volumes=self.volumes(len(cameras)))[0]
 
     def config(self) -> dict:
@@ -101,13 +90,8 @@ def make_renderer(
 ):
     """The original tutorial's ``VolumeRenderer``: ``NDCMultinomialRaysampler`` + ``EmissionAbsorptionRaymarcher``.
 
-    Defined in §4.2 (random rays: §4.4).
-    ``image_size`` is an int or ``(H, W)``. With ``n_rays_per_image=None`` the
-    raysampler shoots one ray through every pixel centre (the tutorial's
-    ``NDCGridRaysampler``, the deprecated name of the same class); with an int
-    it draws that many distinct pixels per image at random (multinomial
-    sampling without replacement) on every call. ``min_depth``/``max_depth``
-    bound the view-space depth (z) of the ``n_pts_per_ray`` evenly spaced points.
+    Defined in §4.2 (random rays: §4.4). ``image_size``: int or ``(H, W)``. ``n_rays_per_image=None``: a ray
+    through every pixel centre; an int: that many distinct random pixels per image on every call.
     """
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
@@ -126,13 +110,9 @@ def make_renderer(
 def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
     """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4.
 
-    PyTorch3D's NDC has +X pointing left and +Y up, with the shorter image side
-    spanning [-1, 1]; ``grid_sample``'s x points right and y down, each side
-    spanning [-1, 1] edge to edge (``align_corners=False``). So both coordinates are
-    negated (and divided by the aspect range on the longer side). At the pixel centres
-    an ``NDCMultinomialRaysampler`` uses, the bilinear interpolation returns the pixels
-    exactly. (PyTorch3D's NeRF tutorial passes ``align_corners=True``, which is half a
-    pixel off for these centres.)
+    ``grid_sample``'s x points right and y down, each side spanning [-1, 1] edge to edge, so NDC is
+    negated and divided by the long side's range. With ``align_corners=False`` pixel centres are read
+    exactly (PyTorch3D's NeRF tutorial passes ``True``, half a pixel off).
     """
     b, h, w, c = images.shape
     checks.shape("xys", xys, f"(B={b}, ..., 2)", xys.shape[0] == b and xys.shape[-1] == 2)
@@ -147,8 +127,7 @@ def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
 class Settings:
     """What every fit has: grid size, iterations, learning rate, evaluation period, seed. Defined in §4.5.
 
-    ``for_device(device)`` gives a subclass's defaults for that device: the class
-    attribute ``CPU`` or ``GPU`` lists the fields that differ from the dataclass defaults.
+    ``for_device(device)``: the defaults overridden by the class attribute ``CPU`` or ``GPU``.
     """
 
     volume_size: int = 128
@@ -177,9 +156,8 @@ class Settings:
 class FitSettings(Settings):
     """Everything that defines a Chapter 4 fit; the defaults are the original tutorial's recipe. Defined in §4.5.
 
-    ``n_rays_per_image=None`` renders whole images. ``lr`` drops tenfold after
-    ``round(lr_drop_at * n_iter)`` iterations. Every ``eval_every`` iterations (and at the
-    start and the end) the held-out views are scored; ``eval_every=0``: only at the end.
+    ``lr`` drops tenfold after ``round(lr_drop_at * n_iter)`` iterations; ``eval_every=0`` evaluates
+    only at the start and the end.
     """
 
     n_pts_per_ray: int = 150
@@ -188,9 +166,8 @@ class FitSettings(Settings):
     n_rays_per_image: int | None = None
     min_depth: float = 0.1
     max_depth: float = VOLUME_EXTENT
-    # On a CPU: 1,024 random rays per image, and the 96 points of each ray spread over the depths
-    # where the volume can be seen from 2.7 away (2.7 -/+ 1.5) instead of the tutorial's 0.1 to 3.0,
-    # which wastes its first 25 points and stops short of the cow's far side (Chapter 2).
+    # CPU: 96 points over the depths where the volume can be (2.7 -/+ 1.5); the tutorial's 0.1 to 3.0
+    # wastes its first 25 points and stops short of the cow's far side (Chapter 2).
     CPU: ClassVar[dict] = dict(
         n_rays_per_image=1024, n_iter=120, eval_every=30, n_pts_per_ray=96, min_depth=1.2, max_depth=4.2
     )
@@ -225,12 +202,8 @@ def check_views(name: str, views) -> None:
     """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts. Defined in §4.7."""
     images, silhouettes = views.images, views.silhouettes
     checks.shape(f"{name}.images", images, "(N, H, W, 3)", images.dim() == 4 and images.shape[-1] == 3)
-    checks.shape(
-        f"{name}.silhouettes",
-        silhouettes,
-        f"(N, H, W) = {tuple(images.shape[:3])}",
-        silhouettes.shape == images.shape[:3],
-    )
+    nhw = tuple(images.shape[:3])
+    checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {nhw}", silhouettes.shape == nhw)
     for label, t in ((f"{name}.images", images), (f"{name}.silhouettes", silhouettes)):
         checks.finite(label, t, "re-render the views (delete the dataset's cache file) before fitting")
 
@@ -238,15 +211,9 @@ def check_views(name: str, views) -> None:
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
     """Fit a :class:`VolumeModel` to the views ``train`` (a ``data.CowViews``); return ``(model, history)``.
 
-    Defined in §4.7. Runs on the device of ``train``'s tensors. Each iteration renders a
-    random minibatch of ``settings.batch_size`` training cameras (whole images, or
-    ``n_rays_per_image`` random rays of each), scores it with the Huber loss on colours
-    plus the Huber loss on silhouettes (opacity), and takes an Adam step; the learning
-    rate drops tenfold at ``lr_drop_at``. With ``heldout`` views, whole images are
-    rendered and scored before training, every ``eval_every`` iterations and at the end;
-    ``callback(iteration, model, evaluation)`` then gets the dict ``metrics.evaluate``
-    returns. The model renders whole images of the held-out size. Raises ``ValueError``
-    for impossible settings or data, ``metrics.DivergenceError`` when the fit diverges.
+    Defined in §4.7. Runs on ``train``'s device. ``heldout`` views are scored (``metrics.evaluate``) at
+    the start, every ``eval_every`` iterations and at the end, each result passed to
+    ``callback(iteration, model, evaluation)``. Raises ``metrics.DivergenceError`` when the fit diverges.
     """
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)
@@ -256,7 +223,6 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)
-
     torch.manual_seed(settings.seed)  # the raysampler draws its rays from the global generator
     depth = dict(n_pts_per_ray=settings.n_pts_per_ray, min_depth=settings.min_depth, max_depth=settings.max_depth)
     train_renderer = make_renderer((height, width), n_rays_per_image=settings.n_rays_per_image, **depth)
@@ -276,7 +242,9 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
                 callback(iteration, model, result)
 
     run_eval(0, 0.0)
-    bar = _progress_bar(settings.n_iter, progress)
+    if progress:
+        from tqdm.auto import tqdm
+    bar = tqdm(total=settings.n_iter, desc="fitting", unit="it") if progress else None
     elapsed = 0.0
     for iteration in range(settings.n_iter):
         start = clock(device)
@@ -311,26 +279,11 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
     return model, history
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="fitting", unit="it")
-
-
 def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, device="cpu"):
     """``n_frames`` ``FoVPerspectiveCameras`` on a full turn around the world's +Y axis. Defined in §4.8.
 
-    The original tutorial's construction: rotations ``so3_exp_map`` of axis-angle vectors
-    ``(0, theta, 0)`` and the translation ``(0, 0, dist)``, so every camera looks
-    at the origin from ``dist``. Angles are ``2 pi k / n_frames`` (the tutorial went
-    to 2 x 3.14 and included the end point, so its loop repeated, almost, its
-    first frame). ``elevation`` (degrees, positive = looking down from above)
-    tilts every camera about its own X axis first. Frame ``k`` equals
-    ``look_at_view_transform(dist, elevation, azim=180 + 360 k / n_frames)``:
-    the turn starts in front of the cow's face. Same intrinsics as the
-    training views (PyTorch3D's defaults).
+    Angles ``2 pi k / n_frames`` (no repeated end frame); ``elevation`` in degrees, positive looks down.
+    Frame ``k`` equals ``look_at_view_transform(dist, elevation, azim=180 + 360 k / n_frames)``.
     """
     from pytorch3d.renderer import FoVPerspectiveCameras
     from pytorch3d.transforms import so3_exp_map
@@ -370,9 +323,8 @@ def _digest(state: dict) -> str:
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:
     """Save a fitted model (a :class:`VolumeModel` or Chapter 5's ``FastVolume``) to ``path``. Defined in §4.9.
 
-    The file holds the model's tensors with a SHA-256 of them, what rebuilds the model,
-    ``settings``, ``history`` and any keyword ``info`` (numbers, strings). It is written
-    to a temporary file first and renamed, so a failed save leaves no partial file.
+    Tensors with their SHA-256, the config, ``settings``, ``history`` and keyword ``info``; written
+    to a temporary file and renamed, so a failed save leaves no partial file.
     """
     if not hasattr(model, "config"):
         raise TypeError(f"save_volume saves a VolumeModel or a FastVolume, got {type(model).__name__}.")
@@ -406,11 +358,10 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
 
 
 def load_volume(path, device="cpu"):
-    """Load a model saved by :func:`save_volume`, on ``device``. Defined in §4.9.
+    """Load a model saved by :func:`save_volume` on ``device``. Defined in §4.9.
 
-    The stored ``settings``, ``history`` (a ``metrics.FitHistory``) and ``info`` are
-    attached as attributes. A missing, truncated, corrupted, foreign or outdated file is
-    refused with a message that names it and says how to make it again.
+    ``settings``, ``history`` and ``info`` become attributes. A missing, damaged, foreign or outdated
+    file is refused with a message saying how to make it again.
     """
     from . import fast
 
