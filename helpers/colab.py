@@ -1,23 +1,12 @@
 """Make a chapter self-sufficient in Colab; a no-op on a prepared machine.
 
-Every notebook's first cell (identical in all chapters, collapsed in the book)
-makes ``helpers`` importable, cloning the book when the notebook runs on its
-own, and then calls :func:`ensure_pytorch3d`. The pinned versions are read from
-the book's ``requirements.txt``, never guessed from ``torch.version.cuda`` (the
-seed's install cell built a wheel URL from it and crashed on CPU-only torch,
-where it is ``None``). PyPI's ``easypytorch3d`` ships prebuilt PyTorch3D for
-the pinned torch, so Colab installs in about a minute instead of compiling
-PyTorch3D from source for 25.
-
-The three cases, each simulated by ``tests/test_colab.py``:
-
-- PyTorch3D imports (a local checkout, or a re-run in Colab): nothing is
-  installed, nothing is printed.
-- PyTorch3D is missing: ``pip install torch==<pin> easypytorch3d==<pin>``,
-  then the notebook goes on in the same session.
-- PyTorch3D is missing and a different torch was already imported (a running
-  Python cannot swap the torch it loaded): the pair is installed and a
-  ``RuntimeError`` asks for one runtime restart; after it, the first case.
+Every notebook's first cell makes ``helpers`` importable (cloning the book when the notebook
+runs alone) and calls :func:`ensure_pytorch3d`. The pins come from ``requirements.txt``, never
+from ``torch.version.cuda`` (``None`` on CPU-only torch); PyPI's ``easypytorch3d`` ships
+prebuilt PyTorch3D, a minute's install instead of 25 compiling. ``tests/test_colab.py``
+simulates the three cases: PyTorch3D imports (nothing happens); it is missing (the pinned pair
+is installed); it is missing and another torch is already imported (a running Python cannot
+swap it: after the install a ``RuntimeError`` asks for one restart).
 """
 
 from __future__ import annotations
@@ -48,11 +37,6 @@ def pinned_versions(requirements: Path = REQUIREMENTS) -> dict[str, str]:
     return {name: pins[name] for name in PINNED}
 
 
-def pip_command(pins: dict[str, str]) -> list[str]:
-    """The one install command: exact pins from PyPI, no index URL, no wheel URL built from versions."""
-    return [sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)]
-
-
 def _pytorch3d_works() -> bool:
     importlib.invalidate_caches()  # see packages pip installed into this running interpreter
     if importlib.util.find_spec("pytorch3d") is None:
@@ -64,11 +48,6 @@ def _pytorch3d_works() -> bool:
     return True
 
 
-def _release(version: str | None) -> str | None:
-    """``"2.11.0+cu128"`` -> ``"2.11.0"``: the local build tag does not change the ABI PyTorch3D needs."""
-    return version.split("+")[0] if version else None
-
-
 def ensure_pytorch3d(
     run=subprocess.check_call,
     modules=sys.modules,
@@ -76,13 +55,10 @@ def ensure_pytorch3d(
     version_info=sys.version_info,
     requirements: Path = REQUIREMENTS,
 ) -> str:
-    """Install the pinned torch/PyTorch3D pair when PyTorch3D is missing.
+    """Install the pinned torch/PyTorch3D pair when PyTorch3D is missing: ``"present"`` or ``"installed"``.
 
-    Returns ``"present"`` when nothing had to be done and ``"installed"`` when
-    the pair was installed and imports now. Raises ``RuntimeError`` asking for a
-    runtime restart when a different torch was already imported, and when the
-    install did not give a working PyTorch3D. ``run``, ``modules``, ``works``
-    and ``version_info`` are injectable so the tests can simulate Colab.
+    Raises ``RuntimeError`` asking for a restart when another torch was already imported or the
+    install did not give a working PyTorch3D. The arguments are injectable for the tests.
     """
     if works():
         return "present"
@@ -94,13 +70,14 @@ def ensure_pytorch3d(
         )
     pins = pinned_versions(requirements)
     loaded = modules.get("torch")
-    loaded_version = _release(getattr(loaded, "__version__", None)) if loaded is not None else None
+    # "2.11.0+cu128" -> "2.11.0": the local build tag does not change the ABI PyTorch3D needs
+    loaded_version = (getattr(loaded, "__version__", None) or "").split("+")[0] or None
     print(
         f"PyTorch3D is missing: installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} "
         "(prebuilt PyTorch3D, a minute or two) ...",
         flush=True,
     )
-    run(pip_command(pins))
+    run([sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)])
     if loaded is not None and loaded_version != pins["torch"]:
         raise RuntimeError(
             f"Installed torch {pins['torch']} and PyTorch3D, but this session had already imported torch "
@@ -130,12 +107,7 @@ def _hint_gpu(modules) -> None:
 
 
 def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
-    """Why a GPU that ``nvidia-smi`` lists cannot be used by torch, or ``None`` if none is listed.
-
-    Called by ``data.pick_device`` when ``torch.cuda.is_available()`` is False, so that a
-    reader with a GPU is told why the chapter runs on the CPU instead of finding out from
-    its speed. ``run`` and ``which`` are injectable for the tests.
-    """
+    """Why a GPU that ``nvidia-smi`` lists cannot be used by torch (``data.pick_device`` says it), or ``None``."""
     if which("nvidia-smi") is None:
         return None
     try:
