@@ -1,12 +1,8 @@
 """What a chapter hands to the book's other pages: animated turntables and glue.
 
-The landing page shows the reconstructed cow turning next to the target renders.
-Those frames exist only once Chapter 4 has fitted the grid, so Chapter 4 shows the
-animation and *glues* it (myst-nb's cross-document glue); ``book/index.md``
-pastes it by key. The landing page is therefore recomputed by every build that
-executes Chapter 4, and can never show an older fit than the chapter does.
-
-Images are ``(N, H, W, 3)`` tensors or arrays in [0, 1], row 0 at the top.
+Chapter 4 glues the animation of its fit (myst-nb's cross-document glue) and ``book/index.md``
+pastes it by key, so the landing page never shows an older fit than the chapter does.
+Images are ``(N, H, W, 3)`` in [0, 1].
 """
 
 from __future__ import annotations
@@ -19,8 +15,7 @@ from PIL import Image
 
 from .plotting import _numpy_images
 
-#: Glue keys the landing page ``book/index.md`` pastes (``tests/test_book.py`` checks both sides):
-#: the target renders turning (Chapter 1) and the fit next to them with its PSNR (Chapter 4).
+#: Glue keys ``book/index.md`` pastes: the targets turning (Chapter 1), the fit next to them and its PSNR (Chapter 4).
 TARGETS_KEY = "landing-targets"
 RESULT_KEY = "landing-result"
 PSNR_KEY = "landing-psnr"
@@ -75,11 +70,7 @@ def gif_html(gif: bytes, alt: str):
 
 
 def glue(key: str, value) -> None:
-    """Show ``value`` here and store it under ``key`` for other pages of the book. Defined in §1.4.
-
-    With myst-nb (the book's build) this is ``myst_nb.glue(key, value, display=True)``;
-    where myst-nb is not installed (Colab) it only displays ``value``.
-    """
+    """Show ``value`` and store it under ``key`` for other pages (without myst-nb: only show). Defined in §1.4."""
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

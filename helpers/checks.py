@@ -1,9 +1,7 @@
 """Argument checks for the public functions of ``helpers``: one wording for every chapter.
 
-Each check raises ``ValueError`` (``TypeError`` for a wrong kind of object) whose
-message says what was wrong, the value given, and what to do. They run at the
-boundary of a public function, never inside a training loop. Integers may be
-Python, numpy or torch integer scalars; ``bool`` is refused (``True`` is not 1 voxel).
+Each raises ``ValueError`` (``TypeError`` for a wrong kind of object) saying what was wrong, the value
+given and what to do. Integers may be Python, numpy or torch scalars; ``bool`` is refused.
 """
 
 from __future__ import annotations

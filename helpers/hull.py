@@ -1,10 +1,7 @@
 """The visual hull: space the silhouettes cannot rule out (Chapter 2, §2.8; used again in Chapter 5).
 
-A grid of ``volume_size^3`` voxels fills the cube of side ``rays.VOLUME_EXTENT`` centred
-on the origin, indexed like ``pytorch3d.structures.Volumes``: ``grid[z, y, x]``, with
-voxel centres from ``-(n-1)/2 * s`` to ``+(n-1)/2 * s`` where ``s = extent / n``.
-:class:`Occupancy` holds the boolean grid as a buffer (so ``.to(device)`` moves it, as
-DirectVoxGO's masks do) and answers "is this point in an occupied voxel?".
+A grid of ``n^3`` voxels fills the cube of side ``rays.VOLUME_EXTENT`` like a ``Volumes``:
+``grid[z, y, x]``, voxel centres from ``-(n-1)/2 * s`` to ``+(n-1)/2 * s``, ``s = extent / n``.
 """
 
 from __future__ import annotations
@@ -27,11 +24,7 @@ def voxel_centers(volume_size: int, extent: float = VOLUME_EXTENT, device=None) 
 
 
 class Occupancy(torch.nn.Module):
-    """A boolean voxel grid ``(n, n, n)`` over the volume's cube. Defined in §2.8.
-
-    ``lookup(points)`` reads the *nearest* voxel, so a point counts as occupied when it
-    lies in an occupied voxel's cell; points outside the cube are never occupied.
-    """
+    """A boolean voxel grid ``(n, n, n)`` over the volume's cube, a buffer so ``.to`` moves it. Defined in §2.8."""
 
     def __init__(self, grid: torch.Tensor, extent: float = VOLUME_EXTENT):
         super().__init__()
@@ -49,11 +42,11 @@ class Occupancy(torch.nn.Module):
         return self.extent / self.volume_size
 
     def lookup(self, points: torch.Tensor) -> torch.Tensor:
-        """Occupancy ``(...)`` of the voxels nearest to ``points`` ``(..., 3)``; False outside the cube."""
+        """Occupancy ``(...)`` of the voxel *nearest* to each of ``points`` ``(..., 3)``; False outside the cube."""
         n = self.volume_size
         idx = torch.round(points / self.voxel_size + 0.5 * (n - 1))
         inside = ((idx >= 0) & (idx <= n - 1)).all(-1)
-        # the flat index as one float dot product (exact below 2^24 voxels): one cast instead of three
+        # the flat index as one float dot product (exact below 2^24 voxels): one cast, not three
         strides = torch.tensor([1.0, n, n * n], device=points.device, dtype=points.dtype)
         flat = (idx.clamp(0, n - 1) @ strides).long()
         return self.grid.reshape(-1)[flat] & inside
@@ -80,12 +73,9 @@ class Occupancy(torch.nn.Module):
 def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
     """Silhouette carving {cite}`laurentini1994visual`: keep the voxels whose centre every view sees on the object.
 
-    Defined in §2.8. ``silhouettes`` ``(N, H, W)`` (nonzero = object) were seen by the
-    ``N`` ``cameras``. A view in which a voxel falls outside the image (or behind the
-    camera) says nothing about it. Testing only voxel *centres* carves away parts thinner
-    than a voxel (a horn may miss every centre), so the result is grown by ``dilate``
-    voxels in every direction: with ``dilate >= 1`` it contains the object, which is what
-    empty-space skipping (Chapter 5) needs.
+    Defined in §2.8. ``silhouettes`` ``(N, H, W)``, nonzero = object; a view a voxel falls outside of
+    says nothing. Centres miss parts thinner than a voxel, so the result is grown by ``dilate``
+    voxels: with ``dilate >= 1`` it contains the object, as empty-space skipping needs.
     """
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
@@ -99,9 +89,8 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     device = silhouettes.device
     centers = voxel_centers(volume_size, device=device).reshape(-1, 3)
     alive = torch.arange(centers.shape[0], device=device)
-    # One view at a time, testing only the voxels still alive: the first views carve most of
-    # the box, so later ones have little left to test. Interleaving the views makes
-    # consecutive ones look from different sides.
+    # Only the voxels still alive are tested, and interleaved views look from different sides,
+    # so the first views carve most of the box.
     step = max(1, math.isqrt(n_views))
     for view in [v for s in range(step) for v in range(s, n_views, step)]:
         xy, depth = project(cameras[view], centers[alive][None])

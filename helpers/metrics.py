@@ -1,9 +1,6 @@
-"""What every fit shares: the loss, the scores on held-out views, the history, the clock.
+"""What every fit shares: the loss, the held-out scores, the history, the clock (Chapter 4, §4.3, §4.7).
 
-Defined in Chapter 4 (§4.3 the loss, §4.7 the fit) and used unchanged by Chapter 5's
-fast recipe and by the benchmark, so that their numbers are comparable: the same
-Huber loss, the same held-out PSNR (mean over views) and silhouette IoU, the same
-bookkeeping of fitting time (evaluation excluded).
+Chapter 5 and the benchmark use them unchanged, so that their numbers are comparable.
 """
 
 from __future__ import annotations
@@ -20,28 +17,21 @@ from . import checks
 def huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
     """The pseudo-Huber loss, elementwise: ``scaling * (sqrt(1 + (x-y)^2 / scaling^2) - 1)``. Defined in §4.3.
 
-    Quadratic, ``(x-y)^2 / (2 scaling)``, for residuals much smaller than ``scaling``;
-    for larger ones it approaches ``|x-y| - scaling``, so a few badly wrong pixels cannot
-    dominate the gradient. The clamp is the original tutorial's (the argument is >= 1 anyway).
+    Linear for large residuals, so a few badly wrong pixels cannot dominate the gradient. The clamp
+    is the original tutorial's (the argument is >= 1 anyway).
     """
     return ((1 + (x - y) ** 2 / scaling**2).clamp(1e-4).sqrt() - 1) * float(scaling)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB of each image, ``(N, H, W, C)`` in [0, 1] -> ``(N,)``. Defined in §4.7.
-
-    ``-10 log10(MSE)`` over all pixels and channels of an image, background included.
-    """
+    """PSNR ``-10 log10(MSE)`` in dB of each image ``(N, H, W, C)`` in [0, 1] -> ``(N,)``. Defined in §4.7."""
     checks.shape("pred", pred, f"equal to target's {tuple(target.shape)}", pred.shape == target.shape)
     mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
 
 def silhouette_iou(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> float:
-    """Intersection over union of ``pred > threshold`` and ``target > 0.5``, pooled over all pixels. Defined in §4.7.
-
-    Shapes ``(N, H, W)``; ``pred`` is a rendered opacity in [0, 1], ``target`` a binary silhouette.
-    """
+    """IoU of opacities ``pred > threshold`` and silhouettes ``target > 0.5`` ``(N, H, W)``, pooled. Defined in §4.7."""
     checks.shape("pred", pred, f"equal to target's {tuple(target.shape)}", pred.shape == target.shape)
     p, t = pred > threshold, target > 0.5
     union = (p | t).sum().item()
@@ -50,11 +40,9 @@ def silhouette_iou(pred: torch.Tensor, target: torch.Tensor, threshold: float = 
 
 @torch.no_grad()
 def evaluate(model, views, batch_size: int = 10) -> dict:
-    """Render every view of ``views`` (a ``data.CowViews``) with ``model`` and score it. Defined in §4.7.
+    """Render ``views`` with ``model`` (``(B, H, W, 4)``: RGB, then opacity) and score them. Defined in §4.7.
 
-    ``model(cameras)`` returns ``(B, H, W, 4)``: RGB then opacity (both fits' models do).
-    Returns ``{"psnr": mean per-view PSNR in dB, "iou": pooled silhouette IoU,
-    "images": (N, H, W, 3), "silhouettes": (N, H, W)}``.
+    Returns ``psnr`` (mean over views), ``iou`` (pooled), ``images`` and ``silhouettes``.
     """
     checks.finite("the views' images", views.images, "re-render the dataset (delete its cache file)")
     cameras = views.cameras()
@@ -72,11 +60,7 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
 
 
 def clock(device) -> float:
-    """``time.perf_counter()`` after the GPU (if any) has finished its queued work. Defined in §5.4.
-
-    CUDA runs asynchronously: without the synchronisation a timer would measure how long
-    it took to *queue* the work.
-    """
+    """``time.perf_counter()`` once the GPU has done its queued work (CUDA runs asynchronously). Defined in §5.4."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -84,11 +68,7 @@ def clock(device) -> float:
 
 @dataclass
 class FitHistory:
-    """What a training loop records, for plots and for comparing recipes. Defined in §4.7.
-
-    ``seconds`` is cumulative fitting time (evaluation excluded) after each iteration;
-    ``eval_*``, ``psnr`` and ``iou`` are logged at each held-out evaluation.
-    """
+    """What a fit records: cumulative fitting ``seconds`` (evaluation excluded), held-out scores. Defined in §4.7."""
 
     iterations: list = field(default_factory=list)
     losses: list = field(default_factory=list)
@@ -121,10 +101,8 @@ class DivergenceError(FloatingPointError):
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:
     """Stop a fit whose loss is not finite, or has risen for good. Defined in §4.7.
 
-    Risen for good: over the last ``window`` iterations the median loss is above the
-    first loss (worse than the untrained grid) or ``factor`` times the best loss so far.
-    The median ignores a few unlucky batches; a fit that keeps rising has diverged
-    (almost always a learning rate too high), and returning its result would hide that.
+    Risen for good: the median of the last ``window`` losses (which ignores a few unlucky batches) is
+    above the first loss or ``factor`` times the best so far.
     """
     loss, it = history.losses[-1], history.iterations[-1]
     hint = f"Lower the learning rate (lr={lr:g})" if lr is not None else "Lower the learning rate"

@@ -1,8 +1,4 @@
-"""Figures shared by several chapters.
-
-Images are ``(N, H, W, C)`` tensors or arrays with values in [0, 1]; row 0 is
-the top of the picture, as matplotlib's ``imshow`` expects.
-"""
+"""Figures shared by several chapters. Images are ``(N, H, W, C)`` in [0, 1], row 0 at the top."""
 
 from __future__ import annotations
 
@@ -35,10 +31,7 @@ def image_grid(
 ):
     """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure. Defined in §1.4.
 
-    ``images``: ``(N, H, W, 3)`` RGB, ``(N, H, W, 4)`` RGBA (only RGB is shown)
-    or ``(N, H, W)`` single-channel (drawn with ``cmap``). Unlike the seed's
-    version, the grid may have more cells than images and the figure size
-    follows the grid instead of a fixed 15 x 9 inches.
+    ``(N, H, W, 3)``, ``(N, H, W, 4)`` (RGB shown) or ``(N, H, W)`` (drawn with ``cmap``).
     """
     images = _numpy_images(images)
     n = images.shape[0]
