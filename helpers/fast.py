@@ -30,8 +30,7 @@ from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
     """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: its projection grown by ``margin``. Defined in §5.4.
 
-    A ray can meet a voxel's cell half a diagonal from its centre: for this book's cameras (focal
-    length 111 px, voxels farther than 1.1) under 2 px from the centre's projection, plus rounding.
+    A ray meets a voxel's cell up to half a diagonal from its centre: under 2 px for this book's cameras.
     """
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
     mask = torch.zeros(len(cameras), image_size * image_size, device=centres.device)
@@ -48,8 +47,7 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -
 def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
     """Per-ray interval ``near, far`` ``(N,)`` outside which the ray meets no occupied voxel. Defined in §5.4.
 
-    Probed every voxel inside the occupied bounding box; the interval reaches one step beyond the
-    first and last occupied probes, so a stretch shorter than a step is not cut off. Misses: ``far = near``.
+    Probed every voxel; one step of margin each side keeps a stretch shorter than a step. Misses: ``far = near``.
     """
     step = occupancy.voxel_size
     lo, hi = occupancy.bounds()
@@ -70,10 +68,7 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
 
 @torch.no_grad()
 def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: float):
-    """All rays of ``cameras`` ``(N, 3)`` and ``near, far`` ``(N,)``: clipped to the hull, or else the cube.
-
-    Defined in §5.4. The cube is the voxel centres' ``[-half, half]^3``.
-    """
+    """All rays of ``cameras`` ``(N, 3)``; ``near, far`` ``(N,)`` clip to the hull or the cube. Defined in §5.4."""
     origins, directions = (t.reshape(-1, 3) for t in camera_rays(cameras, image_size))
     if occupancy is None:
         near, far = ray_box(origins, directions, half)
@@ -145,7 +140,7 @@ class FastVolume(torch.nn.Module):
         return torch.sigmoid(self.grid[0, 1:])
 
     def sample(self, points: torch.Tensor):
-        """``softplus(raw)`` per ``unit`` (``"sigmoid"``: the opacity) ``(M,)`` and colour ``(M, 3)`` at ``points``."""
+        """``softplus(raw)`` per ``unit`` (``"sigmoid"``: opacity) ``(M,)`` and colour ``(M, 3)`` at ``points``."""
         loc = (points / self.half).view(1, -1, 1, 1, 3)  # marching.world_to_local for a cube at the origin
         # "sigmoid" is Chapter 4's order: activate, then interpolate
         act = torch.sigmoid(self.grid) if self.density == "sigmoid" else self.grid
@@ -264,18 +259,12 @@ def render_rays(
 
 
 def total_variation(grid: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbours of ``(1, C, D, H, W)``, summed over axes {cite}`rudin1992nonlinear`.
-
-    Defined in §5.8.
-    """
+    """Mean squared neighbour difference of ``(1, C, D, H, W)`` {cite}`rudin1992nonlinear`. Defined in §5.8."""
     return sum(grid.diff(dim=d).pow(2).mean() for d in (2, 3, 4))
 
 
 def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
-    """Flat indices ``(K,)`` of an ``n^3`` grid's voxels a hull sample can touch. Defined in §5.9.
-
-    The hull resampled to ``n``, grown by one voxel: trilinear interpolation reads 8 neighbours.
-    """
+    """Flat indices ``(K,)`` of an ``n^3`` grid's voxels a hull sample's trilinear lookup can touch. Defined in §5.9."""
     occ = occupancy.grid[None, None].float()
     occ = F.interpolate(occ, size=(volume_size,) * 3, mode="trilinear", align_corners=True) > 0
     occ = F.max_pool3d(occ.float(), 3, stride=1, padding=1) > 0
@@ -283,10 +272,7 @@ def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
 
 
 class MaskedAdam:
-    """Adam {cite}`kingma2015adam` on the voxels listed in ``active`` only, of a ``(1, C, D, H, W)`` parameter.
-
-    Defined in §5.9. Unreachable voxels get no gradient, so their Adam state would be decayed zeros.
-    """
+    """Adam {cite}`kingma2015adam` on the ``active`` voxels of a ``(1, C, D, H, W)`` parameter only. Defined in §5.9."""
 
     def __init__(
         self, param: torch.nn.Parameter, active: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8
@@ -331,10 +317,7 @@ class TrainRays:
 
 @torch.no_grad()
 def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
-    """Rays of every pixel of ``views``, clipped to ``occupancy``; rays that miss it are dropped. Defined in §5.4.
-
-    A missed ray renders black whatever the grid holds and its target is background: no gradient.
-    """
+    """Rays of every pixel of ``views`` clipped to ``occupancy``; misses (no gradient) dropped. Defined in §5.4."""
     n_views, image_size = views.images.shape[:2]
     half = occupancy.voxel_size * (occupancy.volume_size - 1) / 2
     hull = None if occupancy.grid.all() else occupancy  # no hull: the cube is all there is
@@ -392,8 +375,7 @@ class FastSettings(Settings):
         self.images_per_step = checks.integer("FastSettings.images_per_step", self.images_per_step)
         if not self.random_rays and self.rays_per_step < self.images_per_step:
             raise ValueError(
-                f"rays_per_step={self.rays_per_step} gives no ray to some of the {self.images_per_step} "
-                "images of a step; use at least one ray per image."
+                f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
             )
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
             raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} training views.")
@@ -405,8 +387,7 @@ class FastSettings(Settings):
         self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
         if self.coarse_volume_size and not 2 <= self.coarse_volume_size <= self.volume_size:
             raise ValueError(
-                f"coarse_volume_size must be 0 (off) or 2 to volume_size={self.volume_size}, "
-                f"got {self.coarse_volume_size}."
+                f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {self.coarse_volume_size}."
             )
         self.tv_weight = checks.number("FastSettings.tv_weight", self.tv_weight, 0.0)
         self.early_stop = checks.number("FastSettings.early_stop", self.early_stop, 0.0, 0.5)
@@ -457,14 +438,11 @@ def fit(
         heldout = heldout.to(device)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     history = FitHistory()
-
     start = clock(device)
-    if occupancy is None:
-        occupancy = (
-            carve(train.silhouettes, train.cameras(), settings.volume_size)
-            if settings.hull
-            else Occupancy.full(settings.volume_size, device)
-        )
+    if occupancy is None and settings.hull:
+        occupancy = carve(train.silhouettes, train.cameras(), settings.volume_size)
+    elif occupancy is None:
+        occupancy = Occupancy.full(settings.volume_size, device)
     occupancy = occupancy.to(device)
     rays = prepare_rays(train, occupancy)
     coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
@@ -506,15 +484,9 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = settings.lr_at(it)
         idx = _draw(rays, settings, len(train), gen)
+        batch = (rays.origins[idx], rays.directions[idx], rays.near[idx], rays.far[idx])
         rgb, opacity = render_rays(
-            volume,
-            rays.origins[idx],
-            rays.directions[idx],
-            rays.near[idx],
-            rays.far[idx],
-            settings.step_voxels * volume.voxel_size,
-            volume.occupancy,
-            settings.early_stop,
+            volume, *batch, settings.step_voxels * volume.voxel_size, volume.occupancy, settings.early_stop
         )
         loss = huber(rgb, rays.rgb[idx]).mean() + huber(opacity, rays.silhouette[idx]).mean()
         if settings.tv_weight:
