@@ -39,9 +39,7 @@ def _check_unit_interval(name: str, x: torch.Tensor) -> None:
     lo, hi = x.min().item(), x.max().item()
     if lo < -_BOUNDS_TOL or hi > 1 + _BOUNDS_TOL:
         raise ValueError(
-            f"{name} must lie in [0, 1] for PyTorch3D's emission-absorption form (each value is "
-            f"the opacity of one sample), got values in [{lo:.4g}, {hi:.4g}]. Squash raw values "
-            "with torch.sigmoid, or convert a physical density sigma >= 0 with alpha_from_sigma."
+            f"{name} (opacities) must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; use torch.sigmoid or alpha_from_sigma."
         )
 
 
@@ -53,10 +51,7 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
     elif t.shape == (3,):
         t = t[None]
     if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] not in (1, 3):
-        raise ValueError(
-            f"{name} must be a number, 3 numbers, or a tensor of shape (3,), (1, 3), "
-            f"({batch}, 1) or ({batch}, 3); got shape {tuple(t.shape)}."
-        )
+        raise ValueError(f"{name} must be 1 or 3 numbers per volume ({batch} volumes), got shape {tuple(t.shape)}.")
     _check_finite(name, t)
     return t.expand(batch, 3)
 
@@ -115,25 +110,20 @@ def sample_volume(
 ):
     """Sample voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
 
-    ``densities`` ``(B, 1, D, H, W)``, ``features`` ``(B, C, D, H, W)`` or ``None``, world ``points``
-    ``(B, ..., 3)``. Returns ``(B, ..., 1)`` and ``(B, ..., C)`` (``C = 0`` without features), zero
-    outside the volume.
+    ``(B, 1, D, H, W)`` densities and ``(B, C, D, H, W)`` features (or ``None``, ``C = 0``) at ``points``
+    ``(B, ..., 3)`` -> ``(B, ..., 1)``, ``(B, ..., C)``, zero outside the volume.
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
     if features is not None and (
         features.ndim != 5 or features.shape[0] != densities.shape[0] or features.shape[2:] != densities.shape[2:]
     ):
-        raise ValueError(
-            f"features must have shape (B, C, D, H, W) matching densities {tuple(densities.shape)} "
-            f"in B, D, H and W; got {tuple(features.shape)}."
-        )
+        raise ValueError(f"features must have shape (B, C, D, H, W) as densities, got {tuple(features.shape)}.")
     if points.ndim < 2 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (B, ..., 3), got {tuple(points.shape)}.")
     if points.shape[0] != densities.shape[0]:
         raise ValueError(
-            f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; "
-            "expand the volume to the camera batch (tensor.expand) so each ray batch has its volume."
+            f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; expand the volume."
         )
     _check_finite("densities", densities)
     _check_finite("points", points)
@@ -146,34 +136,21 @@ def sample_volume(
     return values[..., :1], values[..., 1:]
 
 
-def volume_geometry(volumes):
-    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` read off a ``Volumes``' matrix. Defined in §3.2."""
-    matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
-    linear = matrix[:, :3, :3]
-    scale = torch.diagonal(linear, dim1=1, dim2=2)
-    if not torch.equal(linear, torch.diag_embed(scale)):
-        raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
-    size_xyz = volumes.get_grid_sizes().flip(-1).to(matrix.dtype)  # (D, H, W) -> (W, H, D)
-    return 2.0 * scale / (size_xyz - 1), -matrix[:, 3, :3]
-
-
 def emission_absorption(
     densities: torch.Tensor, features: torch.Tensor, eps: float = 1e-10, surface_thickness: int = 1
 ) -> torch.Tensor:
     """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``. Defined in §3.3.
 
-    ``densities`` ``(..., P, 1)`` are per-sample opacities in [0, 1], nearest first; ``features``
-    ``(..., P, C)``. Returns ``(..., C + 1)``: ``sum_i w_i f_i`` with ``w_i = d_i prod_{j<i} (1 + eps - d_j)``,
-    then the opacity ``1 - prod_i (1 - d_i)``. ``eps`` is PyTorch3D's (it rounds away in float32).
-    ``surface_thickness`` shifts the transmittance: 1 (PyTorch3D's) lets sample i see only the
-    samples before it; 0 (not allowed by PyTorch3D) includes sample i itself.
+    Opacities ``d`` ``(..., P, 1)`` in [0, 1], nearest first, and ``features`` ``(..., P, C)`` -> ``(..., C + 1)``:
+    ``sum_i w_i f_i``, ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
+    ``eps`` is PyTorch3D's (it rounds away in float32). ``surface_thickness=0`` (PyTorch3D allows only >= 1)
+    lets sample i's own density dim it too.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
     if features.shape[:-1] != densities.shape[:-1]:
         raise ValueError(
-            f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree in "
-            "every dimension but the last (rays and samples per ray)."
+            f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree but in the last dim."
         )
     if surface_thickness < 0 or surface_thickness > densities.shape[-2]:
         raise ValueError(f"surface_thickness must be between 0 and the number of samples, got {surface_thickness}.")
@@ -208,9 +185,7 @@ class EmissionAbsorption(torch.nn.Module):
         self.surface_thickness, self.eps = surface_thickness, eps
 
     def forward(self, rays_densities, rays_features, **kwargs):
-        return emission_absorption(
-            rays_densities, rays_features, eps=self.eps, surface_thickness=self.surface_thickness
-        )
+        return emission_absorption(rays_densities, rays_features, self.eps, self.surface_thickness)
 
 
 class AbsorptionOnly(torch.nn.Module):
@@ -225,9 +200,8 @@ def alpha_from_sigma(
 ) -> torch.Tensor:
     """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature). Defined in §3.3.
 
-    ``sigma`` ``(..., P, 1)`` >= 0 per world unit; ``lengths`` ``(..., P)`` increasing; ``delta`` is
-    in world units, ``|direction| * (t_{i+1} - t_i)`` (``directions=None``: unit vectors). The last
-    sample repeats the previous step (each sample stands for the interval starting at it).
+    ``sigma`` ``(..., P, 1)`` per world unit, ``lengths`` ``(..., P)``; ``delta = |direction| (t_{i+1} - t_i)``.
+    The last sample repeats the previous step (each sample stands for the interval starting at it).
     """
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(
@@ -248,9 +222,8 @@ def alpha_from_sigma(
 class Renderer(torch.nn.Module):
     """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``. Defined in §3.4.
 
-    Any raysampler returning a ``RayBundle``, any raymarcher called as ``raymarcher(rays_densities=...,
-    rays_features=..., ray_bundle=...)``. ``forward(cameras, volumes)`` returns ``(images, ray_bundle)``,
-    images ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
+    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)``, images ``(B, H, W, C + 1)`` (features,
+    then opacity) for a grid raysampler; PyTorch3D's raysamplers and raymarchers fit too.
     """
 
     def __init__(self, raysampler, raymarcher):
@@ -264,17 +237,21 @@ class Renderer(torch.nn.Module):
 
         if not isinstance(volumes, Volumes):
             raise TypeError(
-                f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; "
-                "wrap the grids with Volumes(densities=..., features=..., voxel_size=...)."
+                f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; wrap the grids in one."
             )
         densities, features = volumes.densities(), volumes.features()
         sizes = volumes.get_grid_sizes()
         if not (sizes == torch.tensor(densities.shape[2:], device=sizes.device)).all():
             raise ValueError(f"All volumes in the batch must have the same size (D, H, W); got {sizes.tolist()}.")
         ray_bundle = self.raysampler(cameras=cameras, **kwargs)
-        voxel_size, translation = volume_geometry(volumes)
+        # Volumes keeps only its local-to-world matrix (row vectors); voxel_size and translation are read off it
+        matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
+        scale = torch.diagonal(matrix[:, :3, :3], dim1=1, dim2=2)
+        if not torch.equal(matrix[:, :3, :3], torch.diag_embed(scale)):
+            raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
+        voxel_size = 2.0 * scale / (sizes.flip(-1).to(matrix.dtype) - 1)  # sizes (D, H, W) -> (W, H, D)
         rays_densities, rays_features = sample_volume(
-            densities, features, ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners()
+            densities, features, ray_points(ray_bundle), voxel_size, -matrix[:, 3, :3], volumes.get_align_corners()
         )
         images = self.raymarcher(
             rays_densities=rays_densities, rays_features=rays_features, ray_bundle=ray_bundle, **kwargs
