@@ -29,10 +29,7 @@ def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, floa
     min_depth = checks.number("min_depth", min_depth, 0.0)
     max_depth = checks.number("max_depth", max_depth)
     if min_depth >= max_depth:
-        raise ValueError(
-            f"min_depth={min_depth} must be smaller than max_depth={max_depth}; "
-            "depths are view-space z, increasing away from the camera."
-        )
+        raise ValueError(f"min_depth={min_depth} must be smaller than max_depth={max_depth} (view-space z).")
     return n_pts_per_ray, min_depth, max_depth
 
 
@@ -61,21 +58,18 @@ def ndc_to_pixel(xy: torch.Tensor, image_height: int, image_width: int):
 def _check_cameras(cameras) -> None:
     if not isinstance(cameras, FoVPerspectiveCameras):
         raise TypeError(
-            f"Expected pytorch3d.renderer.FoVPerspectiveCameras, got {type(cameras).__name__}. "
-            "For other camera types use PyTorch3D's NDCMultinomialRaysampler."
+            f"Expected FoVPerspectiveCameras, got {type(cameras).__name__}; for others use NDCMultinomialRaysampler."
         )
     if getattr(cameras, "K", None) is not None:
         raise ValueError(
-            "These cameras carry an explicit projection matrix K; this raysampler derives rays from "
-            "fov and aspect_ratio. Build the cameras without K, or use NDCMultinomialRaysampler."
+            "These cameras carry an explicit projection matrix K; build them without, or use NDCMultinomialRaysampler."
         )
 
 
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
     """World directions ``(B, ..., 3)`` of the rays through NDC points ``xy`` ``(B, ..., 2)``. Defined in §2.2.
 
-    The view direction ``(x tan(fov/2) a, y tan(fov/2), 1)`` (``a`` = ``aspect_ratio``) inverts the
-    projection at ``z = 1``; a direction has no translation, so ``R^T`` maps it to the world.
+    View-space ``(x tan(fov/2) a, y tan(fov/2), 1)`` (``a``: ``aspect_ratio``) turned to the world by ``R^T``.
     """
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
@@ -102,8 +96,7 @@ def _slopes(cameras, n_inner_dims: int):
 def project(cameras, points: torch.Tensor):
     """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` of world ``points`` ``(B, N, 3)``. Defined in §2.1.
 
-    ``x = X / (z tan(fov/2) a)``, ``y = Y / (z tan(fov/2))``. Unlike ``cameras.transform_points`` it
-    returns the depth, which says whether a point is in front of the camera whatever ``znear`` is.
+    Unlike ``cameras.transform_points`` it returns the depth: in front of the camera whatever ``znear`` is.
     """
     slope_x, slope_y = _slopes(cameras, 1)
     view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
@@ -112,17 +105,10 @@ def project(cameras, points: torch.Tensor):
     return xy, z
 
 
-def uniform_depths(n_pts_per_ray: int, min_depth: float, max_depth: float, device=None, dtype=torch.float32):
-    """``(P,)`` evenly spaced depths from ``min_depth`` to ``max_depth``, both included. Defined in §2.5."""
-    n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
-    return torch.linspace(min_depth, max_depth, n_pts_per_ray, device=device, dtype=dtype)
-
-
 def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Jitter each sorted depth uniformly within its own bin, ``(..., P)`` -> ``(..., P)``. Defined in §2.5.
 
-    Bins end at the midpoints and at the ray's two ends (PyTorch3D's rule), so with the same
-    random state it draws the same numbers as ``stratified_sampling=True``.
+    Bins end at the midpoints and the ray's ends: the same draws as PyTorch3D's ``stratified_sampling=True``.
     """
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
@@ -139,10 +125,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 class GridRaysampler(torch.nn.Module):
     """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4.
 
-    For ``FoVPerspectiveCameras``. ``forward`` returns a ``RayBundle``: ``origins``, ``directions``
-    ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)`` (uniform or stratified depths) and ``xys``
-    ``(B, H, W, 2)``. Keyword arguments of a call (``min_depth``, ``max_depth``, ``n_pts_per_ray``,
-    ``stratified_sampling``) override the constructor's; others, as ``VolumeRenderer`` passes, are ignored.
+    ``forward`` returns a ``RayBundle``: ``origins``, ``directions`` ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)``,
+    ``xys`` ``(B, H, W, 2)``. A call's ``min_depth``, ``max_depth``, ``n_pts_per_ray``, ``stratified_sampling``
+    override the constructor's; other keywords (``VolumeRenderer`` passes some) are ignored.
     """
 
     def __init__(
@@ -179,14 +164,12 @@ class GridRaysampler(torch.nn.Module):
         for name, value in (("mask", mask), ("n_rays_per_image", n_rays_per_image), ("n_rays_total", n_rays_total)):
             if value is not None:
                 raise ValueError(
-                    f"GridRaysampler samples the full pixel grid; {name} is not supported "
-                    "(use NDCMultinomialRaysampler or MonteCarloRaysampler to sample a subset)."
+                    f"GridRaysampler samples every pixel; {name} is not supported (use NDCMultinomialRaysampler)."
                 )
         device = self._xy_grid.device
         if not _same_device(cameras.device, device) or not _same_device(cameras.R.device, device):
             raise ValueError(
-                f"The cameras are on {cameras.R.device} but the raysampler is on {device}; "
-                f"move one of them, e.g. raysampler.to(cameras.device)."
+                f"The cameras are on {cameras.R.device} but the raysampler on {device}: raysampler.to(cameras.device)."
             )
         min_depth = self.min_depth if min_depth is None else min_depth
         max_depth = self.max_depth if max_depth is None else max_depth
@@ -196,7 +179,8 @@ class GridRaysampler(torch.nn.Module):
         xy = self._xy_grid.expand(batch, -1, -1, -1)
         directions = ray_directions(cameras, xy)
         origins = camera_centers(cameras.R, cameras.T)[:, None, None, :].expand_as(directions)
-        depths = uniform_depths(n_pts, min_depth, max_depth, device=device, dtype=directions.dtype)
+        n_pts, min_depth, max_depth = _check_depths(n_pts, min_depth, max_depth)
+        depths = torch.linspace(min_depth, max_depth, n_pts, device=device, dtype=directions.dtype)
         lengths = depths.expand(batch, self.image_height, self.image_width, n_pts)
         if stratified:
             lengths = stratify(lengths)
@@ -209,10 +193,7 @@ def ray_points(bundle) -> torch.Tensor:
 
 
 def camera_rays(cameras, image_size: int):
-    """Origins and *unit* directions ``(B, H, W, 3)`` of :class:`GridRaysampler`'s rays. Defined in §5.2.
-
-    Normalised so that a ray's parameter is a distance in world units, not a view depth.
-    """
+    """:class:`GridRaysampler`'s origins and *unit* directions ``(B, H, W, 3)``: ``t`` is a distance. Defined in §5.2."""
     image_size = checks.integer("image_size", image_size)
     xy = ndc_pixel_centers(image_size, image_size, device=cameras.R.device, dtype=cameras.R.dtype)
     directions = ray_directions(cameras, xy.expand(cameras.R.shape[0], -1, -1, -1))
