@@ -42,8 +42,7 @@ ENV_CACHE_DIR = "VOLRENDER_CACHE"
 #: Set to 1 to forbid any network access (the tests do).
 ENV_OFFLINE = "VOLRENDER_OFFLINE"
 
-#: Bump when the rendering code changes what it produces, so old caches are ignored.
-DATASET_VERSION = 2
+DATASET_VERSION = 2  # bump when the rendering changes what it produces, so old caches are ignored
 CAMERA_DIST = 2.7
 
 
@@ -81,16 +80,11 @@ def _check_files(folder: Path, origin: str) -> None:
         raise FileNotFoundError(f"{origin} {folder} is not a folder; expected one holding {', '.join(COW_FILES)}.")
     missing = [name for name in COW_FILES if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{origin} {folder} lacks {', '.join(missing)}; expected all of {', '.join(COW_FILES)}."
-        )
+        raise FileNotFoundError(f"{origin} {folder} lacks {', '.join(missing)}; expected {', '.join(COW_FILES)}.")
     for name, expected in COW_FILES.items():
         got = sha256(folder / name)
         if got != expected:
-            raise ValueError(
-                f"{folder / name} is corrupt or a different file: sha256 {got}, expected {expected}. "
-                "Replace it with the original (or delete it to download it again)."
-            )
+            raise ValueError(f"{folder / name} is corrupt (sha256 {got}, expected {expected}); replace or delete it.")
 
 
 def _download(name: str, dest: Path) -> None:
@@ -120,11 +114,7 @@ def _download(name: str, dest: Path) -> None:
 
 
 def cow_mesh_dir() -> Path:
-    """A folder holding the verified cow mesh files. Defined in §1.1.
-
-    ``$COW_MESH_DIR`` wins when set (verified, never replaced); otherwise the files are downloaded
-    once into the cache, and a cached file with a wrong checksum is fetched again.
-    """
+    """A folder of verified cow files: ``$COW_MESH_DIR`` (never replaced), else downloaded once. Defined in §1.1."""
     if os.environ.get(ENV_MESH_DIR):
         folder = Path(os.environ[ENV_MESH_DIR]).expanduser()
         _check_files(folder, f"${ENV_MESH_DIR} =")
@@ -139,8 +129,7 @@ def cow_mesh_dir() -> Path:
             path.unlink()  # corrupt: never leave it where the next run would trust it
         if os.environ.get(ENV_OFFLINE) == "1":
             raise FileNotFoundError(
-                f"{path} is missing and ${ENV_OFFLINE}=1 forbids downloading it from {COW_URLS[0] + name}. "
-                f"Set {ENV_MESH_DIR} to a folder holding {', '.join(COW_FILES)}."
+                f"{path} is missing and ${ENV_OFFLINE}=1 forbids a download; set {ENV_MESH_DIR} to the mesh's folder."
             )
         _download(name, path)
     return folder
@@ -178,10 +167,7 @@ def normalize_mesh(mesh):
 
 
 def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
-    """``FoVPerspectiveCameras`` at ``dist`` from the origin looking at it. Defined in §1.2.
-
-    ``elev``, ``azim``: 1-D tensors in degrees; azimuth 0 is on +Z looking along -Z (the cow's back).
-    """
+    """Cameras at ``dist`` looking at the origin; ``elev``, ``azim`` 1-D in degrees, azim 0 on +Z. Defined in §1.2."""
     from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
     R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)
@@ -194,10 +180,7 @@ def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 
 def render_views(mesh, cameras, image_size: int = 128):
-    """``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1} of ``mesh``. Defined in §1.3.
-
-    The silhouette is read off ``pix_to_face`` (-1 where no face covers the pixel): no second pass.
-    """
+    """``images`` ``(N, H, W, 3)`` and silhouettes ``(N, H, W)`` (from ``pix_to_face``: one pass). Defined in §1.3."""
     from pytorch3d.renderer import BlendParams, MeshRasterizer, PointLights, RasterizationSettings, SoftPhongShader
 
     n = len(cameras)
@@ -205,12 +188,8 @@ def render_views(mesh, cameras, image_size: int = 128):
     lights = PointLights(device=device, location=[[0.0, 0.0, -3.0]])  # in front of the cow
     settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1)
     rasterizer = MeshRasterizer(cameras=cameras, raster_settings=settings)
-    shader = SoftPhongShader(
-        device=device,
-        cameras=cameras,
-        lights=lights,
-        blend_params=BlendParams(sigma=1e-4, gamma=1e-4, background_color=(0.0, 0.0, 0.0)),
-    )
+    blend = BlendParams(sigma=1e-4, gamma=1e-4, background_color=(0.0, 0.0, 0.0))
+    shader = SoftPhongShader(device=device, cameras=cameras, lights=lights, blend_params=blend)
     meshes = mesh.extend(n)
     fragments = rasterizer(meshes)
     images = shader(fragments, meshes, cameras=cameras, lights=lights)[..., :3]
@@ -248,11 +227,7 @@ class CowViews:
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
-    """Elevations and azimuths of the training views, in degrees. Defined in §1.4.
-
-    Spread over ``180 +- azimuth_range`` without repeating the end point when the range closes
-    the circle (the seed's ``linspace`` put two of 40 views at 0/360).
-    """
+    """Training elevations, azimuths (degrees) over ``180 +- azimuth_range``, no end point twice. Defined in §1.4."""
     num_views = checks.integer("num_views", num_views)
     closed = 2 * azimuth_range >= 360.0
     azim = torch.linspace(-azimuth_range, azimuth_range, num_views + int(closed))[:num_views] + 180.0
@@ -300,11 +275,7 @@ def generate_cow_renders(
     cache: bool = True,
     verbose: bool = False,
 ) -> CowViews:
-    """The training views: ``num_views`` renders at evenly spread azimuths. Defined in §1.4.
-
-    Cached on disk under a key of everything that changes the pixels (arguments, mesh checksums,
-    PyTorch3D's version, ``DATASET_VERSION``).
-    """
+    """The training views, cached under a key of all that changes the pixels (``DATASET_VERSION``). Defined in §1.4."""
     num_views = checks.integer("num_views", num_views)
     elev, azim = training_angles(num_views, azimuth_range, elevation)
     return _cached_render("train", elev, azim, image_size, device, data_dir, cache, verbose)
@@ -341,9 +312,7 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
         try:
             views = CowViews(**torch.load(path, map_location="cpu", weights_only=True))
             if verbose:
-                print(
-                    f"Loaded {len(views)} {kind} views from the cache in {time.perf_counter() - start:.2f} s ({path})."
-                )
+                print(f"Loaded {len(views)} {kind} views from {path} in {time.perf_counter() - start:.2f} s.")
             return views.to(device)
         except Exception as exc:  # a damaged cache file is re-rendered, not trusted
             print(f"Ignoring unreadable cache file {path} ({exc}); rendering again.")
