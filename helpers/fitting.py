@@ -23,9 +23,8 @@ from .rays import VOLUME_EXTENT
 class VolumeModel(torch.nn.Module):
     """A voxel grid of densities and RGB colours, rendered by a PyTorch3D ``VolumeRenderer``. Defined in §4.1.
 
-    Parameters are *logits* of densities ``(1, D, H, W)`` and colours ``(3, D, H, W)``: a sigmoid keeps
-    every step in [0, 1]. Densities start at ``sigmoid(-4) ~ 0.018``, almost empty but still passing
-    gradients. ``forward(cameras)`` renders whole images ``(B, H, W, 4)`` (RGB, then opacity).
+    *Logits* of densities ``(1, D, H, W)``, starting at ``sigmoid(-4) ~ 0.018`` (almost empty, still passing
+    gradients), and colours ``(3, D, H, W)``; ``forward(cameras)`` renders ``(B, H, W, 4)``: RGB, opacity.
     """
 
     def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
@@ -65,16 +64,9 @@ class VolumeModel(torch.nn.Module):
     def config(self) -> dict:
         """What :func:`load_volume` needs to rebuild the model (besides its tensors)."""
         rs = self.renderer.renderer.raysampler  # a VolumeRenderer from make_renderer
-        return {
-            "volume_size": tuple(self.log_densities.shape[1:]),
-            "voxel_size": self.voxel_size,
-            "render": {
-                "image_size": tuple(rs._xy_grid.shape[:2]),
-                "n_pts_per_ray": rs._n_pts_per_ray,
-                "min_depth": rs._min_depth,
-                "max_depth": rs._max_depth,
-            },
-        }
+        render = dict(image_size=tuple(rs._xy_grid.shape[:2]), n_pts_per_ray=rs._n_pts_per_ray)
+        render.update(min_depth=rs._min_depth, max_depth=rs._max_depth)
+        return {"volume_size": tuple(self.log_densities.shape[1:]), "voxel_size": self.voxel_size, "render": render}
 
     @classmethod
     def from_config(cls, config: dict) -> VolumeModel:
@@ -96,23 +88,16 @@ def make_renderer(
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    raysampler = NDCMultinomialRaysampler(
-        image_width=w,
-        image_height=h,
-        n_pts_per_ray=n_pts_per_ray,
-        min_depth=min_depth,
-        max_depth=max_depth,
-        n_rays_per_image=n_rays_per_image,
-    )
+    depth = dict(n_pts_per_ray=n_pts_per_ray, min_depth=min_depth, max_depth=max_depth)
+    raysampler = NDCMultinomialRaysampler(image_width=w, image_height=h, n_rays_per_image=n_rays_per_image, **depth)
     return VolumeRenderer(raysampler=raysampler, raymarcher=EmissionAbsorptionRaymarcher())
 
 
 def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
     """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4.
 
-    ``grid_sample``'s x points right and y down, each side spanning [-1, 1] edge to edge, so NDC is
-    negated and divided by the long side's range. With ``align_corners=False`` pixel centres are read
-    exactly (PyTorch3D's NeRF tutorial passes ``True``, half a pixel off).
+    ``grid_sample``'s x points right, y down, [-1, 1] edge to edge: NDC negated and scaled. Its
+    ``align_corners=False`` reads pixel centres exactly (PyTorch3D's NeRF tutorial's ``True`` is half a pixel off).
     """
     b, h, w, c = images.shape
     checks.shape("xys", xys, f"(B={b}, ..., 2)", xys.shape[0] == b and xys.shape[-1] == 2)
@@ -125,10 +110,7 @@ def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Settings:
-    """What every fit has: grid size, iterations, learning rate, evaluation period, seed. Defined in §4.5.
-
-    ``for_device(device)``: the defaults overridden by the class attribute ``CPU`` or ``GPU``.
-    """
+    """What every fit has; ``for_device(device)`` applies the class attribute ``CPU`` or ``GPU``. Defined in §4.5."""
 
     volume_size: int = 128
     n_iter: int = 300
@@ -189,13 +171,10 @@ class FitSettings(Settings):
             self.n_rays_per_image = checks.integer("FitSettings.n_rays_per_image", self.n_rays_per_image)
             if n_pixels is not None and self.n_rays_per_image > n_pixels:
                 raise ValueError(
-                    f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels of an "
-                    "image; use None to render whole images."
+                    f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels; use None (whole images)."
                 )
         if n_views is not None and self.batch_size > n_views:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the {n_views} training views; use at most {n_views}."
-            )
+            raise ValueError(f"batch_size={self.batch_size} is larger than the {n_views} training views.")
 
 
 def check_views(name: str, views) -> None:
@@ -292,17 +271,14 @@ def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, d
     log_rotations = torch.zeros(n_frames, 3, device=device)
     log_rotations[:, 1] = torch.arange(n_frames, device=device) * (2 * math.pi / n_frames)
     R = so3_exp_map(log_rotations)
-    if elevation:
-        tilt = torch.zeros(1, 3, device=device)
-        tilt[0, 0] = math.radians(elevation)
-        R = R @ so3_exp_map(tilt)
+    if elevation:  # tilt about each camera's own X axis first
+        R = R @ so3_exp_map(torch.tensor([[math.radians(elevation), 0.0, 0.0]], device=device))
     T = torch.zeros(n_frames, 3, device=device)
     T[:, 2] = dist
     return FoVPerspectiveCameras(R=R, T=T, device=device)
 
 
-#: Bump when the saved layout changes: older files are then refused with a clear message.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # bump when the saved layout changes: older files are then refused
 
 
 def fit_path(chapter: int) -> Path:
@@ -323,8 +299,7 @@ def _digest(state: dict) -> str:
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:
     """Save a fitted model (a :class:`VolumeModel` or Chapter 5's ``FastVolume``) to ``path``. Defined in §4.9.
 
-    Tensors with their SHA-256, the config, ``settings``, ``history`` and keyword ``info``; written
-    to a temporary file and renamed, so a failed save leaves no partial file.
+    Tensors, their SHA-256, config, ``settings``, ``history``, ``info``; renamed into place, never partial.
     """
     if not hasattr(model, "config"):
         raise TypeError(f"save_volume saves a VolumeModel or a FastVolume, got {type(model).__name__}.")
@@ -351,26 +326,20 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
         if tmp.is_file():
             tmp.unlink()
-        raise OSError(
-            f"Could not save the fit to {path}: {exc}. Choose a writable path (for the book's cache, "
-            "set VOLRENDER_CACHE to a writable folder)."
-        ) from exc
+        raise OSError(f"Could not save the fit to {path}: {exc}. Choose a writable path or VOLRENDER_CACHE.") from exc
 
 
 def load_volume(path, device="cpu"):
     """Load a model saved by :func:`save_volume` on ``device``. Defined in §4.9.
 
-    ``settings``, ``history`` and ``info`` become attributes. A missing, damaged, foreign or outdated
-    file is refused with a message saying how to make it again.
+    ``settings``, ``history``, ``info`` become attributes; a bad file is refused saying how to remake it.
     """
     from . import fast
 
     path = Path(path)
     remake = "Delete it and re-run the chapter that saves it (Chapter 4 or 5), or save_volume again."
     if not path.is_file():
-        raise FileNotFoundError(
-            f"No fitted volume at {path}. Run Chapter 4 (or 5), or fit and save_volume, to create it."
-        )
+        raise FileNotFoundError(f"No fitted volume at {path}; run Chapter 4 (or 5), or save_volume, to make it.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
