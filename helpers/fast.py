@@ -1,13 +1,7 @@
-"""Chapter 5: a fast recipe for fitting the voxel grid, built from Chapters 2-4.
-
-Same data, loss and metrics as Chapter 4; less work per step: empty-space skipping (§5.3,
-§5.4), random rays across all views (§5.5), one fused ``(1, 4, D, H, W)`` lookup (§5.6),
-step-length-aware density (§5.7), coarse-to-fine, total variation, a smooth learning-rate
-decay (§5.8) and sparse Adam updates (§5.9).
+"""Chapter 5: a fast recipe for fitting the voxel grid, built from Chapters 2-4 (§5.3-§5.11).
 
 A grid ``(1, C, D, H, W)`` fills the cube of side ``rays.VOLUME_EXTENT`` as a ``Volumes`` with
-``align_corners=True`` (see ``marching``): voxel centres span ``[-half, half]^3``,
-``half = voxel_size * (n - 1) / 2``.
+``align_corners=True``: voxel centres span ``[-half, half]^3``, ``half = voxel_size * (n - 1) / 2``.
 """
 
 from __future__ import annotations
@@ -82,10 +76,8 @@ def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: fl
 class FastVolume(torch.nn.Module):
     """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6.
 
-    With ``density="softplus"`` a step of ``delta`` world units has opacity ``1 - exp(-softplus(raw) *
-    delta / unit)``, ``unit`` being the finest grid's voxel side (so a coarse grid means the same as the
-    fine one it grows into); with ``"sigmoid"`` it is ``sigmoid(raw)`` whatever the step (Chapter 4's).
-    ``forward(cameras)`` renders ``(B, H, W, 4)`` (RGB, opacity), caching the last clipped rays.
+    ``"softplus"``: opacity ``1 - exp(-softplus(raw) * delta / unit)`` over ``delta`` world units, ``unit`` the
+    finest grid's voxel (so a coarse grid means the same); ``"sigmoid"``: Chapter 4's, whatever the step.
     """
 
     def __init__(
@@ -171,12 +163,7 @@ class FastVolume(torch.nn.Module):
     @torch.no_grad()
     def forward(self, cameras) -> torch.Tensor:
         """Whole images ``(B, H, W, 4)`` of ``cameras``: RGB then opacity, black background."""
-        key = (
-            str(self.grid.device),
-            cameras.R.cpu().numpy().tobytes(),
-            cameras.T.cpu().numpy().tobytes(),
-            self.volume_size,
-        )
+        key = (str(self.grid.device), *(t.cpu().numpy().tobytes() for t in (cameras.R, cameras.T)), self.volume_size)
         if key not in self._rays:
             origins, directions, near, far = clipped_rays(cameras, self.image_size, self.occupancy, self.half)
             hit = (far > near).nonzero()[:, 0]
@@ -226,9 +213,8 @@ def render_rays(
 ):
     """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6.
 
-    Samples at ``near + (k + 1/2) step``; those outside ``occupancy`` count as empty. ``T_k = exp(-sum_{j<k}
-    tau_j)`` is Chapter 3's shifted product in log space. ``early_stop > 0``: a gradient-free first pass
-    drops samples whose transmittance is below it.
+    Samples at ``near + (k + 1/2) step``, empty outside ``occupancy``; ``T_k = exp(-sum_{j<k} tau_j)``. With
+    ``early_stop > 0`` a gradient-free first pass drops samples whose transmittance is below it.
     """
     n = origins.shape[0]
     span = (far - near).clamp_min(0)
@@ -324,26 +310,16 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     origins, directions, near, far = clipped_rays(views.cameras(), image_size, hull, half)
     keep = far > near
     view = torch.arange(n_views, device=origins.device).repeat_interleave(image_size * image_size)
-    return TrainRays(
-        origins[keep],
-        directions[keep],
-        near[keep],
-        far[keep],
-        views.images.reshape(-1, 3)[keep],
-        views.silhouettes.reshape(-1)[keep],
-        view[keep],
-        origins.shape[0],
-    )
+    rgb, silhouette = views.images.reshape(-1, 3), views.silhouettes.reshape(-1)
+    return TrainRays(*(t[keep] for t in (origins, directions, near, far, rgb, silhouette, view)), origins.shape[0])
 
 
 @dataclass
 class FastSettings(Settings):
     """Every knob of the fast recipe; ``FastSettings.for_device(device)`` gives the default. Defined in §5.11.
 
-    Each switch turns one technique on: ``hull``, ``random_rays`` (else ``images_per_step`` images),
-    ``fused``, ``density``, ``coarse_volume_size``/``coarse_fraction`` (0 disables), ``tv_weight``,
-    ``schedule`` (``"exp"`` decays to ``lr * lr_final_factor``; ``"step"`` is Chapter 4's 10x drop at
-    75 %), ``early_stop``, ``sparse_adam``. ``step_voxels``: sample spacing in voxels of the fitted grid.
+    Each switch turns one technique on (0 disables the numeric ones); ``schedule="exp"`` decays to
+    ``lr * lr_final_factor``, ``"step"`` is Chapter 4's 10x drop at 75 %. ``step_voxels``: sample spacing.
     """
 
     lr: float = 0.05
