@@ -65,28 +65,24 @@ def ensure_pytorch3d(
     if not SUPPORTED_PYTHON[0] <= tuple(version_info[:2]) <= SUPPORTED_PYTHON[1]:
         low, high = (".".join(map(str, v)) for v in SUPPORTED_PYTHON)
         raise RuntimeError(
-            f"PyTorch3D is not installed and its prebuilt wheels (easypytorch3d) exist for Python {low} to {high}; "
-            f"this is Python {version_info[0]}.{version_info[1]}. Use such a Python (see the book's 'How to run')."
+            f"PyTorch3D's wheels exist for Python {low} to {high}, not Python {version_info[0]}.{version_info[1]}; "
+            "use such a Python (see the book's 'How to run')."
         )
     pins = pinned_versions(requirements)
     loaded = modules.get("torch")
     # "2.11.0+cu128" -> "2.11.0": the local build tag does not change the ABI PyTorch3D needs
     loaded_version = (getattr(loaded, "__version__", None) or "").split("+")[0] or None
     print(
-        f"PyTorch3D is missing: installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} "
-        "(prebuilt PyTorch3D, a minute or two) ...",
-        flush=True,
+        f"PyTorch3D is missing: pip install torch=={pins['torch']} easypytorch3d=={pins['easypytorch3d']}", flush=True
     )
     run([sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)])
     if loaded is not None and loaded_version != pins["torch"]:
         raise RuntimeError(
-            f"Installed torch {pins['torch']} and PyTorch3D, but this session had already imported torch "
-            f"{loaded_version}, and a running Python cannot swap the torch it loaded. {RESTART_HINT}"
+            f"Installed torch {pins['torch']}, but this session had imported {loaded_version}. {RESTART_HINT}"
         )
     if not works():
         raise RuntimeError(
-            f"pip installed torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']}, but PyTorch3D "
-            f"still does not import. {RESTART_HINT} If it fails again, see the book's 'How to run'."
+            f"pip installed torch and easypytorch3d, but PyTorch3D still does not import. {RESTART_HINT}"
         )
     print("PyTorch3D installed.")
     if "google.colab" in modules:
@@ -95,15 +91,11 @@ def ensure_pytorch3d(
 
 
 def _hint_gpu(modules) -> None:
-    """The chapters pick the GPU themselves (``helpers.data.pick_device``); say when Colab gave none."""
     torch = modules.get("torch") or importlib.import_module("torch")
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
     else:
-        print(
-            "No GPU in this runtime: the chapters run on the CPU with smaller settings. "
-            "For the full settings choose Runtime > Change runtime type > GPU, then run from the top."
-        )
+        print("No GPU: the chapters run on the CPU with smaller settings (Runtime > Change runtime type > GPU).")
 
 
 def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
@@ -125,12 +117,10 @@ def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
     major = re.match(r"\s*(\d+)", driver)
     if major and int(major.group(1)) < MIN_DRIVER:
         return (
-            f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this torch is a CUDA 13 build, "
-            f"which needs driver {MIN_DRIVER} or newer: running on the CPU (slower, smaller settings). Update "
-            "the NVIDIA driver, or install a torch built for an older CUDA together with a PyTorch3D built for it."
+            f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this CUDA 13 torch needs driver "
+            f"{MIN_DRIVER} or newer: running on the CPU. Update the driver, or use torch and PyTorch3D for older CUDA."
         )
     return (
-        f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it "
-        "(torch.cuda.is_available() is False): running on the CPU. Check that torch is a CUDA build "
-        "(torch.version.cuda) and that no other process holds the GPU."
+        f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it: running on the CPU. "
+        "Check that torch is a CUDA build (torch.version.cuda) and that no other process holds the GPU."
     )
