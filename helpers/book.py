@@ -1,9 +1,4 @@
-"""What a chapter hands to the book's other pages: animated turntables and glue.
-
-Chapter 4 glues the animation of its fit (myst-nb's cross-document glue) and ``book/index.md``
-pastes it by key, so the landing page never shows an older fit than the chapter does.
-Images are ``(N, H, W, 3)`` in [0, 1].
-"""
+"""Animated turntables and glue: ``book/index.md`` pastes Chapter 4's animation by key, never an older fit."""
 
 from __future__ import annotations
 

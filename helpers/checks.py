@@ -1,7 +1,6 @@
-"""Argument checks for the public functions of ``helpers``: one wording for every chapter.
+"""Argument checks with one wording: ``ValueError`` (``TypeError`` for a wrong kind) saying what, value, what to do.
 
-Each raises ``ValueError`` (``TypeError`` for a wrong kind of object) saying what was wrong, the value
-given and what to do. Integers may be Python, numpy or torch scalars; ``bool`` is refused.
+Integers may be Python, numpy or torch scalars; ``bool`` is refused.
 """
 
 from __future__ import annotations

@@ -55,11 +55,7 @@ def ensure_pytorch3d(
     version_info=sys.version_info,
     requirements: Path = REQUIREMENTS,
 ) -> str:
-    """Install the pinned torch/PyTorch3D pair when PyTorch3D is missing: ``"present"`` or ``"installed"``.
-
-    Raises ``RuntimeError`` asking for a restart when another torch was already imported or the
-    install did not give a working PyTorch3D. The arguments are injectable for the tests.
-    """
+    """Install the pinned torch/PyTorch3D pair if PyTorch3D is missing: ``"present"`` or ``"installed"``."""
     if works():
         return "present"
     if not SUPPORTED_PYTHON[0] <= tuple(version_info[:2]) <= SUPPORTED_PYTHON[1]:

@@ -22,7 +22,7 @@ from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 
 @torch.no_grad()
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
-    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: its projection grown by ``margin``. Defined in §5.4.
+    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: its projection, grown by ``margin``. Defined in §5.4.
 
     A ray meets a voxel's cell up to half a diagonal from its centre: under 2 px for this book's cameras.
     """
@@ -400,11 +400,7 @@ def fit(
     callback=None,
     occupancy: Occupancy | None = None,
 ):
-    """Fit a :class:`FastVolume` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §5.11.
-
-    As Chapter 4's ``fit`` (device, ``heldout``, ``callback``, ``DivergenceError``). Pass ``occupancy``
-    to reuse a hull already carved (its carving is then not counted in the fitting time).
-    """
+    """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.11."""
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
     settings.check(n_views=len(train))

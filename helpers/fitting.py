@@ -1,7 +1,4 @@
-"""Chapter 4: fitting a voxel grid to the multi-view images, and keeping the fit.
-
-``save_volume``/``load_volume`` keep a fit of this chapter's model or of Chapter 5's ``FastVolume``.
-"""
+"""Chapter 4: fitting a voxel grid to the multi-view images, and keeping the fit (of Chapter 5's too)."""
 
 from __future__ import annotations
 
@@ -82,8 +79,7 @@ def make_renderer(
 ):
     """The original tutorial's ``VolumeRenderer``: ``NDCMultinomialRaysampler`` + ``EmissionAbsorptionRaymarcher``.
 
-    Defined in §4.2 (random rays: §4.4). ``image_size``: int or ``(H, W)``. ``n_rays_per_image=None``: a ray
-    through every pixel centre; an int: that many distinct random pixels per image on every call.
+    Defined in §4.2 (random rays: §4.4). ``n_rays_per_image=None``: every pixel; else that many random ones.
     """
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
@@ -136,11 +132,7 @@ class Settings:
 
 @dataclass
 class FitSettings(Settings):
-    """Everything that defines a Chapter 4 fit; the defaults are the original tutorial's recipe. Defined in §4.5.
-
-    ``lr`` drops tenfold after ``round(lr_drop_at * n_iter)`` iterations; ``eval_every=0`` evaluates
-    only at the start and the end.
-    """
+    """A Chapter 4 fit; the tutorial's recipe, ``lr`` dropping tenfold at ``lr_drop_at * n_iter``. Defined in §4.5."""
 
     n_pts_per_ray: int = 150
     batch_size: int = 10
@@ -297,10 +289,7 @@ def _digest(state: dict) -> str:
 
 
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:
-    """Save a fitted model (a :class:`VolumeModel` or Chapter 5's ``FastVolume``) to ``path``. Defined in §4.9.
-
-    Tensors, their SHA-256, config, ``settings``, ``history``, ``info``; renamed into place, never partial.
-    """
+    """Save a fitted model, its SHA-256, ``settings``, ``history`` and ``info`` (never partially). Defined in §4.9."""
     if not hasattr(model, "config"):
         raise TypeError(f"save_volume saves a VolumeModel or a FastVolume, got {type(model).__name__}.")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -330,10 +319,7 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
 
 
 def load_volume(path, device="cpu"):
-    """Load a model saved by :func:`save_volume` on ``device``. Defined in §4.9.
-
-    ``settings``, ``history``, ``info`` become attributes; a bad file is refused saying how to remake it.
-    """
+    """Load a model saved by :func:`save_volume` on ``device``; ``settings`` etc. become attributes. Defined in §4.9."""
     from . import fast
 
     path = Path(path)

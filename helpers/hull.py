@@ -73,18 +73,13 @@ class Occupancy(torch.nn.Module):
 def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
     """Silhouette carving {cite}`laurentini1994visual`: keep the voxels whose centre every view sees on the object.
 
-    Defined in §2.8. ``silhouettes`` ``(N, H, W)``, nonzero = object; a view a voxel falls outside of
-    says nothing. Centres miss parts thinner than a voxel, so the result is grown by ``dilate``
-    voxels: with ``dilate >= 1`` it contains the object, as empty-space skipping needs.
+    Defined in §2.8. ``silhouettes`` ``(N, H, W)``. Centres miss parts thinner than a voxel, so the result is
+    grown by ``dilate`` voxels: with ``dilate >= 1`` it contains the object, as empty-space skipping needs.
     """
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
-    checks.shape(
-        "silhouettes",
-        silhouettes,
-        f"(N, H, W) with N = {len(cameras)} cameras",
-        silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras),
-    )
+    ok = silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras)
+    checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras", ok)
     n_views, height, width = silhouettes.shape
     device = silhouettes.device
     centers = voxel_centers(volume_size, device=device).reshape(-1, 3)

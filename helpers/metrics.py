@@ -1,7 +1,4 @@
-"""What every fit shares: the loss, the held-out scores, the history, the clock (Chapter 4, §4.3, §4.7).
-
-Chapter 5 and the benchmark use them unchanged, so that their numbers are comparable.
-"""
+"""What every fit shares (Chapter 4), so that Chapter 5's and the benchmark's numbers are comparable."""
 
 from __future__ import annotations
 
@@ -40,10 +37,7 @@ def silhouette_iou(pred: torch.Tensor, target: torch.Tensor, threshold: float = 
 
 @torch.no_grad()
 def evaluate(model, views, batch_size: int = 10) -> dict:
-    """Render ``views`` with ``model`` (``(B, H, W, 4)``: RGB, then opacity) and score them. Defined in §4.7.
-
-    Returns ``psnr`` (mean over views), ``iou`` (pooled), ``images`` and ``silhouettes``.
-    """
+    """Render ``views`` with ``model`` (``(B, H, W, 4)``: RGB, opacity): ``psnr``, ``iou``, images. Defined in §4.7."""
     checks.finite("the views' images", views.images, "re-render the dataset (delete its cache file)")
     cameras = views.cameras()
     out = torch.cat(

@@ -29,10 +29,7 @@ def image_grid(
     size: float = 1.6,
     suptitle: str | None = None,
 ):
-    """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure. Defined in §1.4.
-
-    ``(N, H, W, 3)``, ``(N, H, W, 4)`` (RGB shown) or ``(N, H, W)`` (drawn with ``cmap``).
-    """
+    """Plot ``(N, H, W, 3|4)`` or ``(N, H, W)`` (``cmap``) images in a gapless grid, return it. Defined in §1.4."""
     images = _numpy_images(images)
     n = images.shape[0]
     if (rows is None) != (cols is None):
@@ -42,13 +39,9 @@ def image_grid(
         rows = math.ceil(n / cols)
     if rows * cols < n:
         raise ValueError(f"A {rows} x {cols} grid cannot hold {n} images.")
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
-        gridspec_kw={"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25},
-        squeeze=False,
-    )
+    figsize = (size * cols, size * rows + (0.4 if suptitle else 0))
+    gaps = {"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25}
+    fig, axes = plt.subplots(rows, cols, figsize=figsize, gridspec_kw=gaps, squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
         if i >= n:
