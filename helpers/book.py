@@ -34,10 +34,7 @@ def side_by_side(*views, gap: int = 4):
         raise ValueError(f"All sequences must have the same shape, got {[a.shape for a in arrays]}.")
     n, h = arrays[0].shape[:2]
     spacer = np.ones((n, h, gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
-    parts = [arrays[0]]
-    for a in arrays[1:]:
-        parts += [spacer, a]
-    return np.concatenate(parts, axis=2)
+    return np.concatenate([part for a in arrays for part in (spacer, a)][1:], axis=2)
 
 
 def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:

@@ -1,12 +1,8 @@
-"""Make a chapter self-sufficient in Colab; a no-op on a prepared machine.
+"""Make a chapter self-sufficient in Colab (every notebook's first cell); a no-op on a prepared machine.
 
-Every notebook's first cell makes ``helpers`` importable (cloning the book when the notebook
-runs alone) and calls :func:`ensure_pytorch3d`. The pins come from ``requirements.txt``, never
-from ``torch.version.cuda`` (``None`` on CPU-only torch); PyPI's ``easypytorch3d`` ships
-prebuilt PyTorch3D, a minute's install instead of 25 compiling. ``tests/test_colab.py``
-simulates the three cases: PyTorch3D imports (nothing happens); it is missing (the pinned pair
-is installed); it is missing and another torch is already imported (a running Python cannot
-swap it: after the install a ``RuntimeError`` asks for one restart).
+Pins come from ``requirements.txt``, never from ``torch.version.cuda`` (``None`` on CPU-only torch);
+``easypytorch3d`` is prebuilt PyTorch3D. If another torch was already imported, a running Python
+cannot swap it: after the install a ``RuntimeError`` asks for one restart.
 """
 
 from __future__ import annotations
@@ -99,12 +95,8 @@ def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
     if which("nvidia-smi") is None:
         return None
     try:
-        out = run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        ).stdout.strip()
+        cmd = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        out = run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     if not out:

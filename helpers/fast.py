@@ -182,15 +182,9 @@ class FastVolume(torch.nn.Module):
 
     def config(self) -> dict:
         """What ``fitting.load_volume`` needs to rebuild the model (besides its tensors)."""
-        return {
-            "volume_size": self.volume_size,
-            "density": self.density,
-            "fused": self.fused,
-            "unit": self.unit,
-            "image_size": self.image_size,
-            "step_voxels": self.step_voxels,
-            "occupancy_size": self.occupancy.volume_size if self.occupancy is not None else None,
-        }
+        names = ("volume_size", "density", "fused", "unit", "image_size", "step_voxels")
+        occupancy_size = self.occupancy.volume_size if self.occupancy is not None else None
+        return {**{name: getattr(self, name) for name in names}, "occupancy_size": occupancy_size}
 
     @classmethod
     def from_config(cls, config: dict) -> FastVolume:

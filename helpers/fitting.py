@@ -182,9 +182,8 @@ def check_views(name: str, views) -> None:
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
     """Fit a :class:`VolumeModel` to the views ``train`` (a ``data.CowViews``); return ``(model, history)``.
 
-    Defined in §4.7. Runs on ``train``'s device. ``heldout`` views are scored (``metrics.evaluate``) at
-    the start, every ``eval_every`` iterations and at the end, each result passed to
-    ``callback(iteration, model, evaluation)``. Raises ``metrics.DivergenceError`` when the fit diverges.
+    Defined in §4.7. ``heldout`` is scored at the start, every ``eval_every`` iterations and at the end, each
+    result passed to ``callback(iteration, model, evaluation)``. Raises ``metrics.DivergenceError``.
     """
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)

@@ -1,8 +1,5 @@
 """Chapter 3: sampling a voxel grid along rays and marching the rays into pixels.
 
-Plain-PyTorch twins of PyTorch3D's ``VolumeSampler`` (``sample_volume``),
-``EmissionAbsorptionRaymarcher``, ``AbsorptionOnlyRaymarcher`` and ``VolumeRenderer`` (``Renderer``).
-
 Conventions (those of ``pytorch3d.structures.Volumes``):
 
 - densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
@@ -16,8 +13,7 @@ Conventions (those of ``pytorch3d.structures.Volumes``):
   centres are ``voxel_size`` apart. With ``False`` they are the corner voxels' outer *faces*
   while the world mapping is unchanged, so centres end up ``voxel_size * (n-1)/n`` apart.
 
-Rays are PyTorch3D ``RayBundle`` s (``origins``, ``directions`` ``(B, ..., 3)``, ``lengths``
-``(B, ..., P)``): ``rays.GridRaysampler`` and ``NDCMultinomialRaysampler`` are interchangeable.
+Rays are ``RayBundle`` s: ``rays.GridRaysampler`` and ``NDCMultinomialRaysampler`` are interchangeable.
 """
 
 from __future__ import annotations
@@ -72,9 +68,7 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
     """Trilinear interpolation of ``grid`` ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``.
 
-    Defined in §3.2. Zero outside the grid; the same numbers as ``grid_sample(...,
-    mode="bilinear")``, but it keeps 8 corner indices and weights per point for the
-    backward pass: clear rather than frugal.
+    Defined in §3.2. Zero outside; ``grid_sample``'s numbers, keeping 8 corners per point: clear, not frugal.
     """
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)

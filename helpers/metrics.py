@@ -45,12 +45,8 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
     )
     checks.finite("the rendered images", out, "the fitted volume is broken; re-run the fit with a lower lr")
     images, silhouettes = out[..., :3].clamp(0, 1), out[..., 3]
-    return {
-        "psnr": psnr(images, views.images).mean().item(),
-        "iou": silhouette_iou(silhouettes, views.silhouettes),
-        "images": images,
-        "silhouettes": silhouettes,
-    }
+    scores = {"psnr": psnr(images, views.images).mean().item(), "iou": silhouette_iou(silhouettes, views.silhouettes)}
+    return {**scores, "images": images, "silhouettes": silhouettes}
 
 
 def clock(device) -> float:
@@ -110,6 +106,6 @@ def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0,
     first, best = history.losses[0], min(history.losses)
     if recent > first or recent > factor * best:
         raise DivergenceError(
-            f"The fit diverged: at iteration {it} the median loss of the last {window} iterations "
-            f"is {recent:.4g}, against {first:.4g} at the start and {best:.4g} at best. {hint}."
+            f"The fit diverged: at iteration {it} the median of the last {window} losses is {recent:.4g}, "
+            f"against {first:.4g} at the start and {best:.4g} at best. {hint}."
         )

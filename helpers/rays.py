@@ -227,9 +227,5 @@ def sample_budget(bundle, occupancy) -> dict[str, float]:
     points = ray_points(bundle)
     in_box = inside_box(points)
     in_hull = occupancy.lookup(points)
-    total = in_box.numel()
-    return {
-        "outside_box": float((~in_box).sum()) / total,
-        "box_but_carved": float((in_box & ~in_hull).sum()) / total,
-        "inside_hull": float(in_hull.sum()) / total,
-    }
+    masks = {"outside_box": ~in_box, "box_but_carved": in_box & ~in_hull, "inside_hull": in_hull}
+    return {key: float(mask.sum()) / in_box.numel() for key, mask in masks.items()}
