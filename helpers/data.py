@@ -276,7 +276,6 @@ def generate_cow_renders(
     verbose: bool = False,
 ) -> CowViews:
     """The training views, cached under a key of all that changes the pixels (``DATASET_VERSION``). Defined in §1.4."""
-    num_views = checks.integer("num_views", num_views)
     elev, azim = training_angles(num_views, azimuth_range, elevation)
     return _cached_render("train", elev, azim, image_size, device, data_dir, cache, verbose)
 

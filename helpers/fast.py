@@ -76,8 +76,7 @@ def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: fl
 class FastVolume(torch.nn.Module):
     """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6.
 
-    ``"softplus"``: opacity ``1 - exp(-softplus(raw) * delta / unit)`` over ``delta`` world units, ``unit`` the
-    finest grid's voxel (so a coarse grid means the same); ``"sigmoid"``: Chapter 4's, whatever the step.
+    ``"softplus"``: opacity ``1 - exp(-softplus(raw) * delta / unit)``, ``unit`` the finest grid's voxel side.
     """
 
     def __init__(
@@ -310,11 +309,7 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
 
 @dataclass
 class FastSettings(Settings):
-    """Every knob of the fast recipe; ``FastSettings.for_device(device)`` gives the default. Defined in §5.11.
-
-    Each switch turns one technique on (0 disables the numeric ones); ``schedule="exp"`` decays to
-    ``lr * lr_final_factor``, ``"step"`` is Chapter 4's 10x drop at 75 %. ``step_voxels``: sample spacing.
-    """
+    """Every knob of the fast recipe, one switch per technique (0 disables); see ``lr_at``. Defined in §5.11."""
 
     lr: float = 0.05
     eval_every: int = 25
@@ -364,7 +359,7 @@ class FastSettings(Settings):
         self.init_density = checks.number("FastSettings.init_density", self.init_density, -30.0, 10.0)
 
     def lr_at(self, iteration: int) -> float:
-        """The learning rate of ``iteration`` under ``schedule``."""
+        """The lr of ``iteration``: ``"exp"`` decays to ``lr * lr_final_factor``, ``"step"`` is Chapter 4's."""
         if self.schedule == "exp":
             return self.lr * self.lr_final_factor ** (iteration / max(self.n_iter - 1, 1))
         if self.schedule == "step":
@@ -418,16 +413,12 @@ def fit(
             return MaskedAdam(volume.grid, active_voxels(occupancy, volume.volume_size), settings.lr)
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
-    volume = FastVolume(
-        settings.coarse_volume_size if coarse_iters else settings.volume_size,
-        settings.density,
-        settings.fused,
-        settings.init_density,
-        unit=VOLUME_EXTENT / settings.volume_size,
-        occupancy=occupancy if settings.hull else None,
-        image_size=train.images.shape[1],
-        step_voxels=settings.step_voxels,
-    ).to(device)
+    size = settings.coarse_volume_size if coarse_iters else settings.volume_size
+    kw = dict(
+        unit=VOLUME_EXTENT / settings.volume_size, image_size=train.images.shape[1], step_voxels=settings.step_voxels
+    )
+    hull = occupancy if settings.hull else None
+    volume = FastVolume(size, settings.density, settings.fused, settings.init_density, occupancy=hull, **kw).to(device)
     optimizer = make_optimizer(volume)
     lo, hi = occupancy.bounds()
     fit_seconds = clock(device) - start  # carving the hull and clipping the rays count as fitting

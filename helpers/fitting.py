@@ -252,8 +252,7 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
 def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, device="cpu"):
     """``n_frames`` ``FoVPerspectiveCameras`` on a full turn around the world's +Y axis. Defined in §4.8.
 
-    Angles ``2 pi k / n_frames`` (no repeated end frame); ``elevation`` in degrees, positive looks down.
-    Frame ``k`` equals ``look_at_view_transform(dist, elevation, azim=180 + 360 k / n_frames)``.
+    Frame ``k`` is ``look_at_view_transform(dist, elevation, azim=180 + 360 k / n_frames)``, elevation in degrees.
     """
     from pytorch3d.renderer import FoVPerspectiveCameras
     from pytorch3d.transforms import so3_exp_map
