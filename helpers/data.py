@@ -1,8 +1,7 @@
 """Chapter 1: the cow mesh, the cameras and the multi-view dataset rendered from them.
 
-Conventions (PyTorch3D's): world +Y is up, the cow faces -Z, cameras are
-``FoVPerspectiveCameras`` looking at the origin from ``dist`` = 2.7, and images
-are ``(N, H, W, 3)`` float tensors in [0, 1] whose row 0 is the top of the image.
+World +Y is up, the cow faces -Z, ``FoVPerspectiveCameras`` look at the origin from ``dist`` = 2.7;
+images are ``(N, H, W, 3)`` floats in [0, 1], row 0 at the top.
 """
 
 from __future__ import annotations
@@ -248,13 +247,6 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
     return elev, torch.cat([between, ring])
 
 
-def _dataset_key(**params) -> str:
-    import pytorch3d
-
-    params = dict(params, version=DATASET_VERSION, mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
     """Render the normalised cow from the given angles (no caching). Defined in §1.4."""
     image_size = checks.integer("image_size", image_size, minimum=8)
@@ -302,9 +294,13 @@ def generate_heldout_renders(
 
 
 def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbose) -> CowViews:
+    import pytorch3d
+
     image_size = checks.integer("image_size", image_size, minimum=8)
     device = torch.device(device) if device is not None else pick_device()
-    key = _dataset_key(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size)
+    params = dict(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size, version=DATASET_VERSION)
+    params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"
     start = time.perf_counter()
     if cache and path.is_file():

@@ -182,8 +182,7 @@ def check_views(name: str, views) -> None:
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
     """Fit a :class:`VolumeModel` to the views ``train`` (a ``data.CowViews``); return ``(model, history)``.
 
-    Defined in §4.7. ``heldout`` is scored at the start, every ``eval_every`` iterations and at the end, each
-    result passed to ``callback(iteration, model, evaluation)``. Raises ``metrics.DivergenceError``.
+    Defined in §4.7. ``heldout`` is scored at the start, every ``eval_every`` iterations and at the end.
     """
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)
@@ -212,9 +211,9 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
                 callback(iteration, model, result)
 
     run_eval(0, 0.0)
-    if progress:
-        from tqdm.auto import tqdm
-    bar = tqdm(total=settings.n_iter, desc="fitting", unit="it") if progress else None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=settings.n_iter, desc="fitting", unit="it", disable=not progress)
     elapsed = 0.0
     for iteration in range(settings.n_iter):
         start = clock(device)
@@ -232,20 +231,17 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
         optimizer.step()
         elapsed += clock(device) - start
         history.log_step(iteration + 1, loss.item(), elapsed)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
+        bar.update(1)
+        bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
         try:
             check_divergence(history, lr=settings.lr)
         except FloatingPointError:
-            if bar is not None:
-                bar.close()
+            bar.close()
             raise
         done = iteration + 1
         if done == settings.n_iter or (settings.eval_every and done % settings.eval_every == 0):
             run_eval(done, elapsed)
-    if bar is not None:
-        bar.close()
+    bar.close()
     return model, history
 
 

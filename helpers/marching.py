@@ -3,15 +3,13 @@
 Conventions (those of ``pytorch3d.structures.Volumes``):
 
 - densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
-- *local* coordinates ``(x, y, z)`` in ``[-1, 1]`` index W, H and D (the reverse of the
-  tensor's order), as in ``grid_sample``. World <-> local, with ``size = (W, H, D)``::
+- *local* ``(x, y, z)`` in ``[-1, 1]`` index W, H, D (the tensor's order reversed), as in ``grid_sample``::
 
       x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation
 
-  Note the minus sign: the volume's centre sits at ``-volume_translation`` in the world.
-- ``align_corners=True`` (the default): local +-1 are the *centres* of the corner voxels, so
-  centres are ``voxel_size`` apart. With ``False`` they are the corner voxels' outer *faces*
-  while the world mapping is unchanged, so centres end up ``voxel_size * (n-1)/n`` apart.
+  with ``size = (W, H, D)``. Note the minus sign: the volume's centre sits at ``-volume_translation``.
+- ``align_corners=True`` (the default): local +-1 are the corner voxels' *centres*, ``voxel_size`` apart.
+  With ``False`` they are their outer *faces*, the world mapping unchanged: centres ``voxel_size * (n-1)/n`` apart.
 
 Rays are ``RayBundle`` s: ``rays.GridRaysampler`` and ``NDCMultinomialRaysampler`` are interchangeable.
 """
@@ -25,10 +23,6 @@ from .rays import ray_points
 
 # Sampled densities are convex combinations of voxel values: this accepts rounding, nothing else.
 _BOUNDS_TOL = 1e-5
-
-
-def _check_finite(name: str, x: torch.Tensor) -> None:
-    checks.finite(name, x, "check what produced it (e.g. a diverged optimisation or a division by zero)")
 
 
 def _check_unit_interval(name: str, x: torch.Tensor) -> None:
@@ -48,7 +42,7 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
         t = t[None]
     if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] not in (1, 3):
         raise ValueError(f"{name} must be 1 or 3 numbers per volume ({batch} volumes), got shape {tuple(t.shape)}.")
-    _check_finite(name, t)
+    checks.finite(name, t)
     return t.expand(batch, 3)
 
 
@@ -119,11 +113,11 @@ def sample_volume(
         raise ValueError(
             f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; expand the volume."
         )
-    _check_finite("densities", densities)
-    _check_finite("points", points)
+    checks.finite("densities", densities)
+    checks.finite("points", points)
     grid = densities if features is None else torch.cat([densities, features], dim=1)
     if features is not None:
-        _check_finite("features", features)
+        checks.finite("features", features)
     local = world_to_local(points, densities.shape[2:], voxel_size, volume_translation)
     values = trilinear(grid, local.reshape(points.shape[0], -1, 3), align_corners)  # (B, P_all, 1 + C)
     values = values.reshape(*points.shape[:-1], grid.shape[1])
@@ -148,8 +142,8 @@ def emission_absorption(
         )
     if surface_thickness < 0 or surface_thickness > densities.shape[-2]:
         raise ValueError(f"surface_thickness must be between 0 and the number of samples, got {surface_thickness}.")
-    _check_finite("densities", densities)
-    _check_finite("features", features)
+    checks.finite("densities", densities)
+    checks.finite("features", features)
     _check_unit_interval("densities", densities)
     d = densities[..., 0]  # (..., P)
     survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample
@@ -166,7 +160,7 @@ def absorption_only(densities: torch.Tensor) -> torch.Tensor:
     """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of densities ``(..., P, 1)`` (silhouettes). Defined in §3.3."""
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
-    _check_finite("densities", densities)
+    checks.finite("densities", densities)
     _check_unit_interval("densities", densities)
     return 1.0 - torch.prod(1.0 - densities[..., 0], dim=-1, keepdim=True)
 
@@ -203,7 +197,7 @@ def alpha_from_sigma(
         )
     if lengths.shape[-1] < 2:
         raise ValueError("alpha_from_sigma needs at least two samples per ray to know the step.")
-    _check_finite("sigma", sigma)
+    checks.finite("sigma", sigma)
     if sigma.min() < 0:
         raise ValueError("sigma is a physical density and must be >= 0.")
     steps = lengths.diff(dim=-1)
@@ -216,8 +210,7 @@ def alpha_from_sigma(
 class Renderer(torch.nn.Module):
     """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``. Defined in §3.4.
 
-    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)``, images ``(B, H, W, C + 1)`` (features,
-    then opacity) for a grid raysampler; PyTorch3D's raysamplers and raymarchers fit too.
+    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)``; images ``(B, H, W, C + 1)``: features, opacity.
     """
 
     def __init__(self, raysampler, raymarcher):

@@ -40,9 +40,8 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
     """Render ``views`` with ``model`` (``(B, H, W, 4)``: RGB, opacity): ``psnr``, ``iou``, images. Defined in §4.7."""
     checks.finite("the views' images", views.images, "re-render the dataset (delete its cache file)")
     cameras = views.cameras()
-    out = torch.cat(
-        [model(cameras[list(range(i, min(i + batch_size, len(views))))]) for i in range(0, len(views), batch_size)]
-    )
+    batches = [cameras[list(range(i, min(i + batch_size, len(views))))] for i in range(0, len(views), batch_size)]
+    out = torch.cat([model(batch) for batch in batches])
     checks.finite("the rendered images", out, "the fitted volume is broken; re-run the fit with a lower lr")
     images, silhouettes = out[..., :3].clamp(0, 1), out[..., 3]
     scores = {"psnr": psnr(images, views.images).mean().item(), "iou": silhouette_iou(silhouettes, views.silhouettes)}
