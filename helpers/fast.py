@@ -22,10 +22,7 @@ from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 
 @torch.no_grad()
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
-    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: its projection, grown by ``margin``. Defined in §5.4.
-
-    A ray meets a voxel's cell up to half a diagonal from its centre: under 2 px for this book's cameras.
-    """
+    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel (projection + ``margin``). Defined in §5.4."""
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
     mask = torch.zeros(len(cameras), image_size * image_size, device=centres.device)
     for i in range(len(cameras)):
@@ -34,15 +31,12 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -
         ok = (row >= 0) & (row < image_size) & (col >= 0) & (col < image_size)
         mask[i, row[ok] * image_size + col[ok]] = 1.0
     mask = mask.view(-1, 1, image_size, image_size)
-    return F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
+    return F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5  # a cell reaches < 2 px out
 
 
 @torch.no_grad()
 def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
-    """Per-ray interval ``near, far`` ``(N,)`` outside which the ray meets no occupied voxel. Defined in §5.4.
-
-    Probed every voxel; one step of margin each side keeps a stretch shorter than a step. Misses: ``far = near``.
-    """
+    """Per-ray ``near, far`` ``(N,)`` outside which it meets no occupied voxel (misses: equal). Defined in §5.4."""
     step = occupancy.voxel_size
     lo, hi = occupancy.bounds()
     box_near, box_far = ray_box(origins, directions, hi, lo)
@@ -55,6 +49,7 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
         hit = occ.any(1)
         first = occ.float().argmax(1)
         last = n_steps - 1 - occ.flip(1).float().argmax(1)
+        # probed every voxel: a step of margin each side keeps an occupied stretch between two probes
         near[s : s + chunk] = torch.where(hit, torch.maximum(n0 + (first - 1) * step, n0), n0)
         far[s : s + chunk] = torch.where(hit, torch.minimum(n0 + (last + 2) * step, f0), n0)
     return near, far
@@ -206,8 +201,8 @@ def render_rays(
 ):
     """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6.
 
-    Samples at ``near + (k + 1/2) step``, empty outside ``occupancy``; ``T_k = exp(-sum_{j<k} tau_j)``. With
-    ``early_stop > 0`` a gradient-free first pass drops samples whose transmittance is below it.
+    Samples at ``near + (k + 1/2) step``, empty outside ``occupancy``; a gradient-free first pass drops those
+    whose transmittance is below ``early_stop``.
     """
     n = origins.shape[0]
     span = (far - near).clamp_min(0)

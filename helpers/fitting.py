@@ -20,8 +20,7 @@ from .rays import VOLUME_EXTENT
 class VolumeModel(torch.nn.Module):
     """A voxel grid of densities and RGB colours, rendered by a PyTorch3D ``VolumeRenderer``. Defined in §4.1.
 
-    *Logits* of densities ``(1, D, H, W)``, starting at ``sigmoid(-4) ~ 0.018`` (almost empty, still passing
-    gradients), and colours ``(3, D, H, W)``; ``forward(cameras)`` renders ``(B, H, W, 4)``: RGB, opacity.
+    *Logits* of densities ``(1, D, H, W)`` and colours ``(3, D, H, W)``; ``forward`` renders ``(B, H, W, 4)``.
     """
 
     def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
@@ -31,7 +30,7 @@ class VolumeModel(torch.nn.Module):
             raise ValueError(f"volume_size must be an integer or three integers (D, H, W), got {volume_size!r}.")
         size = tuple(checks.integer("volume_size", n, minimum=2) for n in size)
         self.voxel_size = checks.number("voxel_size", voxel_size, 0.0, low_open=True)
-        self.log_densities = torch.nn.Parameter(torch.full((1, *size), -4.0))
+        self.log_densities = torch.nn.Parameter(torch.full((1, *size), -4.0))  # 0.018: almost empty, has gradients
         self.log_colors = torch.nn.Parameter(torch.zeros(3, *size))
         self.renderer = renderer
 
@@ -77,10 +76,7 @@ def make_renderer(
     max_depth: float = VOLUME_EXTENT,
     n_rays_per_image: int | None = None,
 ):
-    """The original tutorial's ``VolumeRenderer``: ``NDCMultinomialRaysampler`` + ``EmissionAbsorptionRaymarcher``.
-
-    Defined in §4.2 (random rays: §4.4). ``n_rays_per_image=None``: every pixel; else that many random ones.
-    """
+    """The tutorial's ``VolumeRenderer``; ``n_rays_per_image=None``: all pixels, or that many. Defined in §4.2."""
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -90,16 +86,13 @@ def make_renderer(
 
 
 def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
-    """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4.
-
-    ``grid_sample``'s x points right, y down, [-1, 1] edge to edge: NDC negated and scaled. Its
-    ``align_corners=False`` reads pixel centres exactly (PyTorch3D's NeRF tutorial's ``True`` is half a pixel off).
-    """
+    """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4."""
     b, h, w, c = images.shape
     checks.shape("xys", xys, f"(B={b}, ..., 2)", xys.shape[0] == b and xys.shape[-1] == 2)
     short = min(h, w)
     scale = xys.new_tensor([w / short, h / short])
-    grid = -(xys / scale).reshape(b, -1, 1, 2)
+    grid = -(xys / scale).reshape(b, -1, 1, 2)  # grid_sample's x points right, y down, [-1, 1] edge to edge
+    # align_corners=False reads pixel centres exactly (PyTorch3D's NeRF tutorial's True is half a pixel off)
     out = torch.nn.functional.grid_sample(images.permute(0, 3, 1, 2), grid, align_corners=False)
     return out[..., 0].permute(0, 2, 1).reshape(*xys.shape[:-1], c)
 
@@ -180,10 +173,7 @@ def check_views(name: str, views) -> None:
 
 
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
-    """Fit a :class:`VolumeModel` to the views ``train`` (a ``data.CowViews``); return ``(model, history)``.
-
-    Defined in §4.7. ``heldout`` is scored at the start, every ``eval_every`` iterations and at the end.
-    """
+    """Fit a :class:`VolumeModel` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §4.7."""
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)
     n_views, height, width = train.images.shape[:3]
@@ -246,10 +236,7 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
 
 
 def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, device="cpu"):
-    """``n_frames`` ``FoVPerspectiveCameras`` on a full turn around the world's +Y axis. Defined in §4.8.
-
-    Frame ``k`` is ``look_at_view_transform(dist, elevation, azim=180 + 360 k / n_frames)``, elevation in degrees.
-    """
+    """A camera turn about +Y: frame k is ``look_at_view_transform(dist, elevation, 180 + 360k/n)``. Defined in §4.8."""
     from pytorch3d.renderer import FoVPerspectiveCameras
     from pytorch3d.transforms import so3_exp_map
 

@@ -71,11 +71,7 @@ class Occupancy(torch.nn.Module):
 
 @torch.no_grad()
 def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
-    """Silhouette carving {cite}`laurentini1994visual`: keep the voxels whose centre every view sees on the object.
-
-    Defined in §2.8. ``silhouettes`` ``(N, H, W)``. Centres miss parts thinner than a voxel, so the result is
-    grown by ``dilate`` voxels: with ``dilate >= 1`` it contains the object, as empty-space skipping needs.
-    """
+    """Carving {cite}`laurentini1994visual`: voxels whose centre every silhouette covers. Defined in §2.8."""
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
     ok = silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras)
@@ -97,6 +93,6 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     grid = torch.zeros(centers.shape[0], dtype=torch.bool, device=device)
     grid[alive] = True
     grid = grid.reshape(1, 1, volume_size, volume_size, volume_size)
-    if dilate:
+    if dilate:  # centres miss parts thinner than a voxel: with dilate >= 1 the hull contains the object
         grid = torch.nn.functional.max_pool3d(grid.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
     return Occupancy(grid.reshape((volume_size,) * 3))

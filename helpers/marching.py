@@ -60,10 +60,7 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 
 
 def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
-    """Trilinear interpolation of ``grid`` ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``.
-
-    Defined in §3.2. Zero outside; ``grid_sample``'s numbers, keeping 8 corners per point: clear, not frugal.
-    """
+    """``grid_sample`` by hand: ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``. Defined in §3.2."""
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
     # Zero padding made literal: a border of zero voxels, so every corner index is valid.
@@ -129,10 +126,9 @@ def emission_absorption(
 ) -> torch.Tensor:
     """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``. Defined in §3.3.
 
-    Opacities ``d`` ``(..., P, 1)`` in [0, 1], nearest first, and ``features`` ``(..., P, C)`` -> ``(..., C + 1)``:
-    ``sum_i w_i f_i``, ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
-    ``eps`` is PyTorch3D's (it rounds away in float32). ``surface_thickness=0`` (PyTorch3D allows only >= 1)
-    lets sample i's own density dim it too.
+    Opacities ``d`` ``(..., P, 1)`` (nearest first), ``features`` ``(..., P, C)`` -> ``(..., C + 1)``:
+    ``sum_i w_i f_i``, ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then ``1 - prod_i (1 - d_i)``.
+    ``surface_thickness=0`` (PyTorch3D allows >= 1) lets d_i dim sample i too.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
@@ -146,7 +142,7 @@ def emission_absorption(
     checks.finite("features", features)
     _check_unit_interval("densities", densities)
     d = densities[..., 0]  # (..., P)
-    survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample
+    survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample; eps vanishes in float32
     k = surface_thickness
     # shift by k samples: the light reaching sample i is what survived samples 0 .. i-k
     transmittance = torch.cat([torch.ones_like(d[..., :k]), survive[..., : d.shape[-1] - k]], dim=-1)
@@ -189,7 +185,6 @@ def alpha_from_sigma(
     """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature). Defined in §3.3.
 
     ``sigma`` ``(..., P, 1)`` per world unit, ``lengths`` ``(..., P)``; ``delta = |direction| (t_{i+1} - t_i)``.
-    The last sample repeats the previous step (each sample stands for the interval starting at it).
     """
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(
@@ -201,17 +196,14 @@ def alpha_from_sigma(
     if sigma.min() < 0:
         raise ValueError("sigma is a physical density and must be >= 0.")
     steps = lengths.diff(dim=-1)
-    steps = torch.cat([steps, steps[..., -1:]], dim=-1)
+    steps = torch.cat([steps, steps[..., -1:]], dim=-1)  # each sample stands for the interval starting at it
     if directions is not None:
         steps = steps * directions.norm(dim=-1, keepdim=True)
     return 1.0 - torch.exp(-sigma * steps[..., None])
 
 
 class Renderer(torch.nn.Module):
-    """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``. Defined in §3.4.
-
-    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)``; images ``(B, H, W, C + 1)``: features, opacity.
-    """
+    """The twin of ``VolumeRenderer``: ``forward`` gives ``(images (B, H, W, C + 1), ray_bundle)``. Defined in §3.4."""
 
     def __init__(self, raysampler, raymarcher):
         super().__init__()

@@ -14,10 +14,9 @@ from . import checks
 def huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
     """The pseudo-Huber loss, elementwise: ``scaling * (sqrt(1 + (x-y)^2 / scaling^2) - 1)``. Defined in §4.3.
 
-    Linear for large residuals, so a few badly wrong pixels cannot dominate the gradient. The clamp
-    is the original tutorial's (the argument is >= 1 anyway).
+    Linear for large residuals, so a few badly wrong pixels cannot dominate the gradient.
     """
-    return ((1 + (x - y) ** 2 / scaling**2).clamp(1e-4).sqrt() - 1) * float(scaling)
+    return ((1 + (x - y) ** 2 / scaling**2).clamp(1e-4).sqrt() - 1) * float(scaling)  # the tutorial's clamp
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -90,8 +89,7 @@ class DivergenceError(FloatingPointError):
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:
     """Stop a fit whose loss is not finite, or has risen for good. Defined in §4.7.
 
-    Risen for good: the median of the last ``window`` losses (which ignores a few unlucky batches) is
-    above the first loss or ``factor`` times the best so far.
+    Risen for good: the median of the last ``window`` losses is above the first or ``factor`` times the best.
     """
     loss, it = history.losses[-1], history.iterations[-1]
     hint = f"Lower the learning rate (lr={lr:g})" if lr is not None else "Lower the learning rate"

@@ -67,10 +67,7 @@ def _check_cameras(cameras) -> None:
 
 
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
-    """World directions ``(B, ..., 3)`` of the rays through NDC points ``xy`` ``(B, ..., 2)``. Defined in §2.2.
-
-    View-space ``(x tan(fov/2) a, y tan(fov/2), 1)`` (``a``: ``aspect_ratio``) turned to the world by ``R^T``.
-    """
+    """World directions ``(B, ..., 3)`` (view z = 1) of the rays through NDC ``xy`` ``(B, ..., 2)``. Defined in §2.2."""
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
     view = torch.stack((xy[..., 0] * slope_x, xy[..., 1] * slope_y, torch.ones_like(xy[..., 0])), dim=-1)
@@ -94,10 +91,7 @@ def _slopes(cameras, n_inner_dims: int):
 
 
 def project(cameras, points: torch.Tensor):
-    """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` of world ``points`` ``(B, N, 3)``. Defined in §2.1.
-
-    Unlike ``cameras.transform_points`` it returns the depth: in front of the camera whatever ``znear`` is.
-    """
+    """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` (> 0: in front) of world ``points``. Defined in §2.1."""
     slope_x, slope_y = _slopes(cameras, 1)
     view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
     z = view[..., 2]
@@ -106,10 +100,7 @@ def project(cameras, points: torch.Tensor):
 
 
 def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Jitter each sorted depth uniformly within its own bin, ``(..., P)`` -> ``(..., P)``. Defined in §2.5.
-
-    Bins end at the midpoints and the ray's ends: the same draws as PyTorch3D's ``stratified_sampling=True``.
-    """
+    """Jitter sorted depths ``(..., P)`` in their bins, as ``stratified_sampling`` draws. Defined in §2.5."""
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
     lower = torch.cat((depths[..., :1], mids), dim=-1)
@@ -125,9 +116,8 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 class GridRaysampler(torch.nn.Module):
     """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4.
 
-    ``forward`` returns a ``RayBundle``: ``origins``, ``directions`` ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)``,
-    ``xys`` ``(B, H, W, 2)``. A call's ``min_depth``, ``max_depth``, ``n_pts_per_ray``, ``stratified_sampling``
-    override the constructor's; other keywords (``VolumeRenderer`` passes some) are ignored.
+    ``forward``: ``origins``, ``directions`` ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)``, ``xys`` ``(B, H, W, 2)``;
+    a call's depth keywords override the constructor's, others (``VolumeRenderer`` passes some) are ignored.
     """
 
     def __init__(
@@ -202,10 +192,9 @@ def camera_rays(cameras, image_size: int):
 
 
 def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
-    """Entry and exit parameters ``(N,)`` of rays ``(N, 3)`` through an axis-aligned box (slab method). Defined in §5.3.
+    """Entry and exit ``(N,)`` of rays ``(N, 3)`` through a box (slab method); misses: ``far <= near``. Defined in §5.3.
 
-    ``upper``: a number ``h`` (the cube ``[-h, h]^3``) or the upper corner ``(3,)``, with ``lower``
-    the lower one. Entry is clamped to 0 (the camera); a ray that misses gets ``far <= near``.
+    ``upper``: ``h`` (the cube ``[-h, h]^3``) or the upper corner ``(3,)``. Entry is clamped to 0 (the camera).
     """
     hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)
     lo = -hi if lower is None else torch.as_tensor(lower, dtype=origins.dtype, device=origins.device)
