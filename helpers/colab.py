@@ -1,8 +1,7 @@
 """Make a chapter self-sufficient in Colab (every notebook's first cell); a no-op on a prepared machine.
 
-Pins come from ``requirements.txt``, never from ``torch.version.cuda`` (``None`` on CPU-only torch);
-``easypytorch3d`` is prebuilt PyTorch3D. If another torch was already imported, a running Python
-cannot swap it: after the install a ``RuntimeError`` asks for one restart.
+Pins come from ``requirements.txt``, never ``torch.version.cuda`` (``None`` on CPU-only torch). A running Python
+cannot swap a torch it imported: then, after the install, a ``RuntimeError`` asks for one restart.
 """
 
 from __future__ import annotations

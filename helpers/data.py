@@ -1,7 +1,6 @@
 """Chapter 1: the cow mesh, the cameras and the multi-view dataset rendered from them.
 
-World +Y is up, the cow faces -Z, ``FoVPerspectiveCameras`` look at the origin from ``dist`` = 2.7;
-images are ``(N, H, W, 3)`` floats in [0, 1], row 0 at the top.
+World +Y is up, the cow faces -Z; images are ``(N, H, W, 3)`` floats in [0, 1], row 0 at the top.
 """
 
 from __future__ import annotations

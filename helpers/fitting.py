@@ -276,17 +276,10 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for key, value in state.items():
         checks.finite(f"the model's {key}", value, "this fit diverged; fit again with a lower lr before saving")
-    payload = {
-        "format": FORMAT_VERSION,
-        "kind": type(model).__name__,
-        "state": state,
-        "sha256": _digest(state),
-        "config": model.config(),
-        "settings": dataclasses.asdict(settings) if settings is not None else None,
-        "settings_kind": type(settings).__name__ if settings is not None else None,
-        "history": dataclasses.asdict(history) if history is not None else None,
-        "info": info,
-    }
+    payload = dict(format=FORMAT_VERSION, kind=type(model).__name__, state=state, sha256=_digest(state), info=info)
+    payload.update(config=model.config(), settings_kind=type(settings).__name__ if settings is not None else None)
+    for key, value in (("settings", settings), ("history", history)):
+        payload[key] = dataclasses.asdict(value) if value is not None else None
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:

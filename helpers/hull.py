@@ -1,7 +1,6 @@
 """The visual hull: space the silhouettes cannot rule out (Chapter 2, §2.8; used again in Chapter 5).
 
-A grid of ``n^3`` voxels fills the cube of side ``rays.VOLUME_EXTENT`` like a ``Volumes``:
-``grid[z, y, x]``, voxel centres from ``-(n-1)/2 * s`` to ``+(n-1)/2 * s``, ``s = extent / n``.
+``n^3`` voxels ``grid[z, y, x]`` fill the cube of side ``rays.VOLUME_EXTENT``, centres ``(i - (n-1)/2) * extent / n``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Chapter 3: sampling a voxel grid along rays and marching the rays into pixels.
 
 Conventions (those of ``pytorch3d.structures.Volumes``):
-
 - densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
 - *local* ``(x, y, z)`` in ``[-1, 1]`` index W, H, D (the tensor's order reversed), as in ``grid_sample``::
 

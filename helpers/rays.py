@@ -1,7 +1,6 @@
 """Chapter 2: rays through pixels, and where their sample points fall.
 
-Conventions (PyTorch3D's), used by every module of ``helpers``:
-
+Conventions (PyTorch3D's), for every module of ``helpers``:
 - view space: +X left, +Y up, +Z into the scene; a world row vector ``x`` maps to
   view space as ``x @ R + T``, so the camera centre is ``-T @ R^T``;
 - NDC: +X left, +Y up; the *shorter* image side spans [-1, 1], the longer [-u, u] with
