@@ -16,15 +16,6 @@ RESULT_KEY = "landing-result"
 PSNR_KEY = "landing-psnr"
 
 
-def _frames_uint8(frames) -> np.ndarray:
-    frames = _numpy_images(frames)  # refuses NaN/inf
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
-    if frames.shape[0] < 2:
-        raise ValueError(f"An animation needs at least 2 frames, got {frames.shape[0]}.")
-    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
 def side_by_side(*views, gap: int = 4):
     """Join equally long frame sequences ``(N, H, W, 3)`` left to right, ``gap`` white pixels apart. Defined in §4.8."""
     if not views:
@@ -41,7 +32,12 @@ def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
     """Encode ``frames`` ``(N, H, W, 3)`` as a looping GIF, each frame shown ``frame_ms`` ms. Defined in §1.4."""
     if scale <= 0 or frame_ms <= 0:
         raise ValueError(f"scale and frame_ms must be positive, got {scale} and {frame_ms}.")
-    pil = [Image.fromarray(f) for f in _frames_uint8(frames)]
+    frames = _numpy_images(frames)  # refuses NaN/inf
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
+    if frames.shape[0] < 2:
+        raise ValueError(f"An animation needs at least 2 frames, got {frames.shape[0]}.")
+    pil = [Image.fromarray(f) for f in (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)]
     if scale != 1:
         size = (round(pil[0].width * scale), round(pil[0].height * scale))
         pil = [p.resize(size, Image.LANCZOS) for p in pil]

@@ -76,17 +76,13 @@ def ensure_pytorch3d(
             f"pip installed torch and easypytorch3d, but PyTorch3D still does not import. {RESTART_HINT}"
         )
     print("PyTorch3D installed.")
-    if "google.colab" in modules:
-        _hint_gpu(modules)
+    if "google.colab" in modules:  # the chapters pick the device themselves; say when Colab gave no GPU
+        torch = modules.get("torch") or importlib.import_module("torch")
+        if torch.cuda.is_available():
+            print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
+        else:
+            print("No GPU: the chapters run on the CPU with smaller settings (Runtime > Change runtime type > GPU).")
     return "installed"
-
-
-def _hint_gpu(modules) -> None:
-    torch = modules.get("torch") or importlib.import_module("torch")
-    if torch.cuda.is_available():
-        print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
-    else:
-        print("No GPU: the chapters run on the CPU with smaller settings (Runtime > Change runtime type > GPU).")
 
 
 def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:

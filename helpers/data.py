@@ -197,9 +197,7 @@ def render_views(mesh, cameras, image_size: int = 128):
 
 @dataclass
 class CowViews:
-    """Rendered views: cameras ``R`` ``(N, 3, 3)``, ``T`` ``(N, 3)``, ``images`` ``(N, H, W, 3)`` (black background),
-    binary ``silhouettes`` ``(N, H, W)`` (1 = cow), ``elevations``, ``azimuths`` ``(N,)`` in degrees. Defined in §1.4.
-    """
+    """Rendered views: ``images`` ``(N, H, W, 3)``, 0/1 ``silhouettes`` ``(N, H, W)``, cameras. Defined in §1.4."""
 
     R: torch.Tensor
     T: torch.Tensor

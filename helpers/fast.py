@@ -201,8 +201,7 @@ def render_rays(
 ):
     """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6.
 
-    Samples at ``near + (k + 1/2) step``, empty outside ``occupancy``; a gradient-free first pass drops those
-    whose transmittance is below ``early_stop``.
+    Samples at ``near + (k + 1/2) step``, empty outside ``occupancy``; ``early_stop``: transmittance to skip below.
     """
     n = origins.shape[0]
     span = (far - near).clamp_min(0)

@@ -18,10 +18,7 @@ from .rays import VOLUME_EXTENT
 
 
 class VolumeModel(torch.nn.Module):
-    """A voxel grid of densities and RGB colours, rendered by a PyTorch3D ``VolumeRenderer``. Defined in §4.1.
-
-    *Logits* of densities ``(1, D, H, W)`` and colours ``(3, D, H, W)``; ``forward`` renders ``(B, H, W, 4)``.
-    """
+    """A grid of density ``(1, D, H, W)`` and colour ``(3, D, H, W)`` *logits*. Defined in §4.1."""
 
     def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
         super().__init__()

@@ -94,8 +94,7 @@ def sample_volume(
 ):
     """Sample voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
 
-    ``(B, 1, D, H, W)`` densities and ``(B, C, D, H, W)`` features (or ``None``, ``C = 0``) at ``points``
-    ``(B, ..., 3)`` -> ``(B, ..., 1)``, ``(B, ..., C)``, zero outside the volume.
+    Densities, features (or ``None``: ``C = 0``) at ``points`` ``(B, ..., 3)`` -> ``(B, ..., 1)``, ``(B, ..., C)``.
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")

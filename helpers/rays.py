@@ -115,8 +115,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 class GridRaysampler(torch.nn.Module):
     """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4.
 
-    ``forward``: ``origins``, ``directions`` ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)``, ``xys`` ``(B, H, W, 2)``;
-    a call's depth keywords override the constructor's, others (``VolumeRenderer`` passes some) are ignored.
+    ``forward``: ``origins``, ``directions`` ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)``, ``xys`` ``(B, H, W, 2)``.
     """
 
     def __init__(
@@ -160,6 +159,7 @@ class GridRaysampler(torch.nn.Module):
             raise ValueError(
                 f"The cameras are on {cameras.R.device} but the raysampler on {device}: raysampler.to(cameras.device)."
             )
+        # a call's depth keywords override the constructor's; others (VolumeRenderer passes some) are ignored
         min_depth = self.min_depth if min_depth is None else min_depth
         max_depth = self.max_depth if max_depth is None else max_depth
         n_pts = self.n_pts_per_ray if n_pts_per_ray is None else n_pts_per_ray
