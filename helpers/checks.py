@@ -1,7 +1,4 @@
-"""Argument checks with one wording: ``ValueError`` (``TypeError`` for a wrong kind) saying what, value, what to do.
-
-Integers may be Python, numpy or torch scalars; ``bool`` is refused.
-"""
+"""Argument checks with one wording: ``ValueError`` (``TypeError`` for a wrong kind) saying what, value, what to do."""
 
 from __future__ import annotations
 
@@ -12,7 +9,7 @@ import torch
 
 
 def integer(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer ``>= minimum``; raise otherwise."""
+    """``value`` as an ``int`` if an integer ``>= minimum`` (numpy, torch scalars too; not ``bool``), else raise."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

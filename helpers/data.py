@@ -203,8 +203,8 @@ class CowViews:
     T: torch.Tensor
     images: torch.Tensor
     silhouettes: torch.Tensor
-    elevations: torch.Tensor
-    azimuths: torch.Tensor
+    elevations: torch.Tensor  # (N,) in degrees
+    azimuths: torch.Tensor  # (N,) in degrees
 
     def __len__(self) -> int:
         return self.images.shape[0]

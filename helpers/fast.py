@@ -1,7 +1,6 @@
 """Chapter 5: a fast recipe for fitting the voxel grid, built from Chapters 2-4 (§5.3-§5.11).
 
-A grid ``(1, C, D, H, W)`` fills the cube of side ``rays.VOLUME_EXTENT`` as a ``Volumes`` with
-``align_corners=True``: voxel centres span ``[-half, half]^3``, ``half = voxel_size * (n - 1) / 2``.
+A grid ``(1, C, D, H, W)`` fills the cube of side ``rays.VOLUME_EXTENT`` as ``Volumes`` with ``align_corners=True``.
 """
 
 from __future__ import annotations
@@ -69,10 +68,7 @@ def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: fl
 
 
 class FastVolume(torch.nn.Module):
-    """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6.
-
-    ``"softplus"``: opacity ``1 - exp(-softplus(raw) * delta / unit)``, ``unit`` the finest grid's voxel side.
-    """
+    """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6."""
 
     def __init__(
         self,
@@ -114,7 +110,7 @@ class FastVolume(torch.nn.Module):
 
     @property
     def densities(self) -> torch.Tensor:
-        """``(1, D, H, W)``: the opacity across one voxel of this grid."""
+        """``(1, D, H, W)``: ``1 - exp(-softplus(raw) * delta / unit)`` over a voxel, ``unit`` the finest grid's."""
         raw = self.grid[0, :1]
         if self.density == "sigmoid":
             return torch.sigmoid(raw)
@@ -199,19 +195,16 @@ def render_rays(
     occupancy: Occupancy | None = None,
     early_stop: float = 0.0,
 ):
-    """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6.
-
-    Samples at ``near + (k + 1/2) step``, empty outside ``occupancy``; ``early_stop``: transmittance to skip below.
-    """
+    """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6."""
     n = origins.shape[0]
     span = (far - near).clamp_min(0)
     n_steps = max(math.ceil(span.max().item() / step) if n else 0, 1)
     t = near[:, None] + (torch.arange(n_steps, device=origins.device) + 0.5) * step  # (N, S)
-    valid = t < far[:, None]
+    valid = t < far[:, None]  # and, below, inside the occupancy
     points = origins[:, None] + t[..., None] * directions[:, None]
     if occupancy is not None:
         valid &= occupancy.lookup(points)
-    if early_stop > 0:
+    if early_stop > 0:  # skip the samples whose transmittance is below it
         with torch.no_grad():
             dens, _ = volume.sample(points[valid])
             tau = torch.zeros(n, n_steps, device=origins.device).masked_scatter(valid, volume.optical_depth(dens, step))

@@ -191,16 +191,13 @@ def camera_rays(cameras, image_size: int):
 
 
 def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
-    """Entry and exit ``(N,)`` of rays ``(N, 3)`` through a box (slab method); misses: ``far <= near``. Defined in §5.3.
-
-    ``upper``: ``h`` (the cube ``[-h, h]^3``) or the upper corner ``(3,)``. Entry is clamped to 0 (the camera).
-    """
-    hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)
+    """Entry, exit ``(N,)`` of rays ``(N, 3)`` through a box (slab method); misses: ``far <= near``. Defined in §5.3."""
+    hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)  # h (the cube [-h, h]^3) or a corner
     lo = -hi if lower is None else torch.as_tensor(lower, dtype=origins.dtype, device=origins.device)
     # a direction parallel to an axis would divide by zero: 1e-9 gives an interval that is +-inf in effect
     inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
     t0, t1 = (lo - origins) * inv, (hi - origins) * inv
-    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)  # not behind the camera
     far = torch.maximum(t0, t1).amin(-1)
     return near, far
 
