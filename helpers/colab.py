@@ -16,10 +16,8 @@ from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 PINNED = ("torch", "easypytorch3d")
-#: Python versions easypytorch3d publishes wheels for (see how_to_run.md).
-SUPPORTED_PYTHON = ((3, 10), (3, 13))
-#: PyTorch's PyPI wheels of the pinned torch are CUDA 13 builds, which need this NVIDIA driver or newer.
-MIN_DRIVER = 580
+SUPPORTED_PYTHON = ((3, 10), (3, 13))  # those easypytorch3d publishes wheels for (see how_to_run.md)
+MIN_DRIVER = 580  # the pinned torch's PyPI wheels are CUDA 13 builds, which need this NVIDIA driver or newer
 RESTART_HINT = "Restart the runtime (Colab: Runtime > Restart session) and run this notebook again from the top."
 
 

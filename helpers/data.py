@@ -26,19 +26,15 @@ COW_FILES = {
     "cow.mtl": "ce6398d52486f81f2c329b1683ad4fedce970471aa36e589e05c5177432db6cb",
     "cow_texture.png": "cddabbae52a666173e7953e238b88340d285044dc20b36f8ed3f1a41db534fa5",
 }
-#: Tried in order: PyTorch3D's repository at the commit that added the files (the checksums' source),
-#: then the tutorials' host.
+#: Tried in order: PyTorch3D's repository at the commit that added the files (the checksums' source), then its host.
 COW_URLS = (
     "https://raw.githubusercontent.com/facebookresearch/pytorch3d/"
     "dbf06b504b525c7f6680c5709b63df6413616d2e/docs/tutorials/data/cow_mesh/",
     "https://dl.fbaipublicfiles.com/pytorch3d/data/cow_mesh/",
 )
-#: Point this at a folder holding the three files to use them instead of downloading.
-ENV_MESH_DIR = "COW_MESH_DIR"
-#: Where downloads and rendered datasets are cached (default ``~/.cache/volrender-book``).
-ENV_CACHE_DIR = "VOLRENDER_CACHE"
-#: Set to 1 to forbid any network access (the tests do).
-ENV_OFFLINE = "VOLRENDER_OFFLINE"
+ENV_MESH_DIR = "COW_MESH_DIR"  # a folder holding the three files, used instead of downloading
+ENV_CACHE_DIR = "VOLRENDER_CACHE"  # downloads and rendered datasets (default ~/.cache/volrender-book)
+ENV_OFFLINE = "VOLRENDER_OFFLINE"  # 1 forbids any network access (the tests set it)
 
 DATASET_VERSION = 2  # bump when the rendering changes what it produces, so old caches are ignored
 CAMERA_DIST = 2.7
@@ -181,14 +177,13 @@ def render_views(mesh, cameras, image_size: int = 128):
     """``images`` ``(N, H, W, 3)`` and silhouettes ``(N, H, W)`` (from ``pix_to_face``: one pass). Defined in §1.3."""
     from pytorch3d.renderer import BlendParams, MeshRasterizer, PointLights, RasterizationSettings, SoftPhongShader
 
-    n = len(cameras)
     device = cameras.device
     lights = PointLights(device=device, location=[[0.0, 0.0, -3.0]])  # in front of the cow
     settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1)
     rasterizer = MeshRasterizer(cameras=cameras, raster_settings=settings)
     blend = BlendParams(sigma=1e-4, gamma=1e-4, background_color=(0.0, 0.0, 0.0))
     shader = SoftPhongShader(device=device, cameras=cameras, lights=lights, blend_params=blend)
-    meshes = mesh.extend(n)
+    meshes = mesh.extend(len(cameras))
     fragments = rasterizer(meshes)
     images = shader(fragments, meshes, cameras=cameras, lights=lights)[..., :3]
     silhouettes = (fragments.pix_to_face[..., 0] >= 0).float()

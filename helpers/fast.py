@@ -45,8 +45,7 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
         n_steps = max(math.ceil((f0 - n0).max().item() / step), 1)
         t = n0[:, None] + (torch.arange(n_steps, device=o.device) + 0.5) * step
         occ = occupancy.lookup(o[:, None] + t[..., None] * d[:, None]) & (t < f0[:, None])
-        hit = occ.any(1)
-        first = occ.float().argmax(1)
+        hit, first = occ.any(1), occ.float().argmax(1)
         last = n_steps - 1 - occ.flip(1).float().argmax(1)
         # probed every voxel: a step of margin each side keeps an occupied stretch between two probes
         near[s : s + chunk] = torch.where(hit, torch.maximum(n0 + (first - 1) * step, n0), n0)

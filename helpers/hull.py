@@ -57,8 +57,7 @@ class Occupancy(torch.nn.Module):
             zero = torch.zeros(3, device=self.grid.device)
             return zero, zero
         s = self.voxel_size
-        first = (idx.amin(0).flip(0).float() - 0.5 * (self.volume_size - 1)) * s
-        last = (idx.amax(0).flip(0).float() - 0.5 * (self.volume_size - 1)) * s
+        first, last = ((i.flip(0).float() - 0.5 * (self.volume_size - 1)) * s for i in (idx.amin(0), idx.amax(0)))
         return first - s / 2, last + s / 2
 
     @classmethod

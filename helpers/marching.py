@@ -2,11 +2,9 @@
 
 Conventions (those of ``pytorch3d.structures.Volumes``):
 - densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
-- *local* ``(x, y, z)`` in ``[-1, 1]`` index W, H, D (the tensor's order reversed), as in ``grid_sample``::
-
-      x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation
-
-  with ``size = (W, H, D)``. Note the minus sign: the volume's centre sits at ``-volume_translation``.
+- *local* ``(x, y, z)`` in ``[-1, 1]`` index W, H, D (the tensor's order reversed), as in ``grid_sample``;
+  ``x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation`` with ``size = (W, H, D)``.
+  Note the minus sign: the volume's centre sits at ``-volume_translation``.
 - ``align_corners=True`` (the default): local +-1 are the corner voxels' *centres*, ``voxel_size`` apart.
   With ``False`` they are their outer *faces*, the world mapping unchanged: centres ``voxel_size * (n-1)/n`` apart.
 
@@ -144,8 +142,7 @@ def emission_absorption(
     k = surface_thickness
     # shift by k samples: the light reaching sample i is what survived samples 0 .. i-k
     transmittance = torch.cat([torch.ones_like(d[..., :k]), survive[..., : d.shape[-1] - k]], dim=-1)
-    weights = d * transmittance
-    rendered = (weights[..., None] * features).sum(dim=-2)
+    rendered = ((d * transmittance)[..., None] * features).sum(dim=-2)  # weights w_i times features
     opacity = 1.0 - torch.prod(1.0 - d, dim=-1, keepdim=True)
     return torch.cat([rendered, opacity], dim=-1)
 
@@ -180,10 +177,7 @@ class AbsorptionOnly(torch.nn.Module):
 def alpha_from_sigma(
     sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature). Defined in §3.3.
-
-    ``sigma`` ``(..., P, 1)`` per world unit, ``lengths`` ``(..., P)``; ``delta = |direction| (t_{i+1} - t_i)``.
-    """
+    """Opacity ``1 - exp(-sigma * delta)``, ``sigma`` ``(..., P, 1)`` per world unit (Max 1995). Defined in §3.3."""
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(
             f"sigma must have shape lengths.shape + (1,) = {(*tuple(lengths.shape), 1)}, got {tuple(sigma.shape)}."
@@ -195,7 +189,7 @@ def alpha_from_sigma(
         raise ValueError("sigma is a physical density and must be >= 0.")
     steps = lengths.diff(dim=-1)
     steps = torch.cat([steps, steps[..., -1:]], dim=-1)  # each sample stands for the interval starting at it
-    if directions is not None:
+    if directions is not None:  # delta in world units: |direction| (t_{i+1} - t_i)
         steps = steps * directions.norm(dim=-1, keepdim=True)
     return 1.0 - torch.exp(-sigma * steps[..., None])
 

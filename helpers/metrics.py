@@ -12,10 +12,8 @@ from . import checks
 
 
 def huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
-    """The pseudo-Huber loss, elementwise: ``scaling * (sqrt(1 + (x-y)^2 / scaling^2) - 1)``. Defined in §4.3.
-
-    Linear for large residuals, so a few badly wrong pixels cannot dominate the gradient.
-    """
+    """The pseudo-Huber loss, elementwise: ``scaling * (sqrt(1 + (x-y)^2 / scaling^2) - 1)``. Defined in §4.3."""
+    # linear for large residuals, so a few badly wrong pixels cannot dominate the gradient
     return ((1 + (x - y) ** 2 / scaling**2).clamp(1e-4).sqrt() - 1) * float(scaling)  # the tutorial's clamp
 
 
@@ -87,10 +85,7 @@ class DivergenceError(FloatingPointError):
 
 
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:
-    """Stop a fit whose loss is not finite, or has risen for good. Defined in §4.7.
-
-    Risen for good: the median of the last ``window`` losses is above the first or ``factor`` times the best.
-    """
+    """Stop a fit whose loss is not finite, or whose median of the last ``window`` rose for good. Defined in §4.7."""
     loss, it = history.losses[-1], history.iterations[-1]
     hint = f"Lower the learning rate (lr={lr:g})" if lr is not None else "Lower the learning rate"
     if not math.isfinite(loss):
@@ -101,7 +96,7 @@ def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0,
         return
     recent = sorted(history.losses[-window:])[window // 2]
     first, best = history.losses[0], min(history.losses)
-    if recent > first or recent > factor * best:
+    if recent > first or recent > factor * best:  # worse than untrained, or than factor times the best
         raise DivergenceError(
             f"The fit diverged: at iteration {it} the median of the last {window} losses is {recent:.4g}, "
             f"against {first:.4g} at the start and {best:.4g} at best. {hint}."

@@ -35,8 +35,7 @@ def image_grid(
     if (rows is None) != (cols is None):
         raise ValueError("Specify either both rows and cols or neither.")
     if rows is None:
-        cols = min(n, 10)
-        rows = math.ceil(n / cols)
+        rows, cols = math.ceil(n / min(n, 10)), min(n, 10)
     if rows * cols < n:
         raise ValueError(f"A {rows} x {cols} grid cannot hold {n} images.")
     figsize = (size * cols, size * rows + (0.4 if suptitle else 0))

@@ -18,9 +18,7 @@ from pytorch3d.renderer.implicit import RayBundle
 from . import checks
 from .data import camera_centers
 
-#: Side of the world cube, centred on the origin, that the voxel grid fills (the tutorial's 3.0:
-#: half a unit of margin around the cow's [-1, 1]^3).
-VOLUME_EXTENT = 3.0
+VOLUME_EXTENT = 3.0  # side of the world cube at the origin the grid fills: half a unit around the cow's [-1, 1]^3
 
 
 def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, float]:
@@ -113,10 +111,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 class GridRaysampler(torch.nn.Module):
-    """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4.
-
-    ``forward``: ``origins``, ``directions`` ``(B, H, W, 3)``, ``lengths`` ``(B, H, W, P)``, ``xys`` ``(B, H, W, 2)``.
-    """
+    """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4."""
 
     def __init__(
         self,
@@ -173,6 +168,7 @@ class GridRaysampler(torch.nn.Module):
         lengths = depths.expand(batch, self.image_height, self.image_width, n_pts)
         if stratified:
             lengths = stratify(lengths)
+        # origins, directions (B, H, W, 3), lengths (B, H, W, P), xys (B, H, W, 2)
         return RayBundle(origins=origins, directions=directions, lengths=lengths, xys=xy)
 
 
