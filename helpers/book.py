@@ -23,8 +23,7 @@ def side_by_side(*views, gap: int = 4):
     arrays = [_numpy_images(v) for v in views]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"All sequences must have the same shape, got {[a.shape for a in arrays]}.")
-    n, h = arrays[0].shape[:2]
-    spacer = np.ones((n, h, gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
+    spacer = np.ones((*arrays[0].shape[:2], gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
     return np.concatenate([part for a in arrays for part in (spacer, a)][1:], axis=2)
 
 

@@ -29,8 +29,7 @@ def number(name: str, value, low: float = -math.inf, high: float = math.inf, *, 
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}.")
     if value < low or value > high or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}], got {value:g}.")
+        raise ValueError(f"{name} must lie in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}.")
     return value
 
 

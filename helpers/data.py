@@ -1,7 +1,4 @@
-"""Chapter 1: the cow mesh, the cameras and the multi-view dataset rendered from them.
-
-World +Y is up, the cow faces -Z; images are ``(N, H, W, 3)`` floats in [0, 1], row 0 at the top.
-"""
+"""Chapter 1: the cow mesh, cameras and multi-view dataset; world +Y is up, the cow faces -Z, images row 0 on top."""
 
 from __future__ import annotations
 

@@ -1,7 +1,4 @@
-"""Chapter 5: a fast recipe for fitting the voxel grid, built from Chapters 2-4 (§5.3-§5.11).
-
-A grid ``(1, C, D, H, W)`` fills the cube of side ``rays.VOLUME_EXTENT`` as ``Volumes`` with ``align_corners=True``.
-"""
+"""Chapter 5 (§5.3-§5.11): a fast fit from Chapters 2-4; grids fill the cube as ``Volumes``, ``align_corners=True``."""
 
 from __future__ import annotations
 
@@ -28,9 +25,8 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -
         xy, _ = project(cameras[i], centres[None])
         row, col = (torch.round(c[0]).long() for c in ndc_to_pixel(xy, image_size, image_size))
         ok = (row >= 0) & (row < image_size) & (col >= 0) & (col < image_size)
-        mask[i, row[ok] * image_size + col[ok]] = 1.0
-    mask = mask.view(-1, 1, image_size, image_size)
-    return F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5  # a cell reaches < 2 px out
+        mask[i, row[ok] * image_size + col[ok]] = 1.0  # a ray can meet the cell up to 2 px away: the margin
+    return F.max_pool2d(mask.view(-1, 1, image_size, image_size), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
 
 
 @torch.no_grad()
@@ -145,8 +141,7 @@ class FastVolume(torch.nn.Module):
     def upsample(self, volume_size: int) -> FastVolume:
         """A copy trilinearly resampled to ``volume_size^3`` (raw values, so the same field)."""
         grid = F.interpolate(self.grid, size=(volume_size,) * 3, mode="trilinear", align_corners=True)
-        config = self.config()
-        del config["occupancy_size"]
+        config = {key: value for key, value in self.config().items() if key != "occupancy_size"}
         return FastVolume(**config, occupancy=self.occupancy, grid=grid.contiguous())
 
     @torch.no_grad()
@@ -196,8 +191,7 @@ def render_rays(
 ):
     """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6."""
     n = origins.shape[0]
-    span = (far - near).clamp_min(0)
-    n_steps = max(math.ceil(span.max().item() / step) if n else 0, 1)
+    n_steps = max(math.ceil((far - near).clamp_min(0).max().item() / step) if n else 0, 1)
     t = near[:, None] + (torch.arange(n_steps, device=origins.device) + 0.5) * step  # (N, S)
     valid = t < far[:, None]  # and, below, inside the occupancy
     points = origins[:, None] + t[..., None] * directions[:, None]
@@ -245,8 +239,7 @@ class MaskedAdam:
         self.param, self.active, self.betas, self.eps = param, active, betas, eps
         self.param_groups = [{"lr": lr}]
         self.m = torch.zeros(param.shape[1], active.shape[0], device=param.device)
-        self.v = torch.zeros_like(self.m)
-        self.t = 0
+        self.v, self.t = torch.zeros_like(self.m), 0
 
     def zero_grad(self, set_to_none: bool = True):
         self.param.grad = None

@@ -130,8 +130,7 @@ class FitSettings(Settings):
     n_rays_per_image: int | None = None
     min_depth: float = 0.1
     max_depth: float = VOLUME_EXTENT
-    # CPU: 96 points over the depths where the volume can be (2.7 -/+ 1.5); the tutorial's 0.1 to 3.0
-    # wastes its first 25 points and stops short of the cow's far side (Chapter 2).
+    # CPU: 96 points where the volume can be (2.7 -/+ 1.5); the tutorial's 0.1 to 3.0 misses the far side (§2)
     CPU: ClassVar[dict] = dict(
         n_rays_per_image=1024, n_iter=120, eval_every=30, n_pts_per_ray=96, min_depth=1.2, max_depth=4.2
     )

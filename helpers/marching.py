@@ -122,9 +122,8 @@ def emission_absorption(
 ) -> torch.Tensor:
     """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``. Defined in §3.3.
 
-    Opacities ``d`` ``(..., P, 1)`` (nearest first), ``features`` ``(..., P, C)`` -> ``(..., C + 1)``:
-    ``sum_i w_i f_i``, ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then ``1 - prod_i (1 - d_i)``.
-    ``surface_thickness=0`` (PyTorch3D allows >= 1) lets d_i dim sample i too.
+    Opacities ``d`` ``(..., P, 1)`` (nearest first), ``features`` ``(..., P, C)`` -> ``(..., C + 1)``: ``sum_i w_i f_i``
+    with ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then ``1 - prod_i (1 - d_i)``; ``surface_thickness=0``: d_i too.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")

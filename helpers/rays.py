@@ -1,10 +1,8 @@
 """Chapter 2: rays through pixels, and where their sample points fall.
 
 Conventions (PyTorch3D's), for every module of ``helpers``:
-- view space: +X left, +Y up, +Z into the scene; a world row vector ``x`` maps to
-  view space as ``x @ R + T``, so the camera centre is ``-T @ R^T``;
-- NDC: +X left, +Y up; the *shorter* image side spans [-1, 1], the longer [-u, u] with
-  u = long / short; pixel (row 0, column 0) is the top-left one, with the largest x and y;
+- view space: +X left, +Y up, +Z into the scene; a world row vector maps as ``x @ R + T`` (centre ``-T @ R^T``);
+- NDC: +X left, +Y up; the shorter image side spans [-1, 1], the longer [-u, u], u = long / short; row 0 on top;
 - a ray ``origin + t * direction`` has view-space direction z = 1, so ``t`` *is* the view
   depth (PyTorch3D's ``unit_directions=False``); :func:`camera_rays` normalises instead.
 """
@@ -68,16 +66,14 @@ def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
     view = torch.stack((xy[..., 0] * slope_x, xy[..., 1] * slope_y, torch.ones_like(xy[..., 0])), dim=-1)
-    batch = cameras.R.shape[0]
-    flat = view.reshape(batch, -1, 3) @ cameras.R.transpose(1, 2)
+    flat = view.reshape(cameras.R.shape[0], -1, 3) @ cameras.R.transpose(1, 2)
     return flat.reshape(view.shape)
 
 
 def _slopes(cameras, n_inner_dims: int):
     """``tan(fov/2) * aspect_ratio`` and ``tan(fov/2)`` per camera, shaped ``(B, 1, ..., 1)``."""
     _check_cameras(cameras)
-    dtype = cameras.R.dtype
-    batch = cameras.R.shape[0]
+    dtype, batch = cameras.R.dtype, cameras.R.shape[0]
     fov = torch.as_tensor(cameras.fov, dtype=dtype, device=cameras.R.device).reshape(-1)
     if cameras.degrees:
         fov = torch.deg2rad(fov)
