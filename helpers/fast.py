@@ -193,7 +193,7 @@ def render_rays(
     n = origins.shape[0]
     n_steps = max(math.ceil((far - near).clamp_min(0).max().item() / step) if n else 0, 1)
     t = near[:, None] + (torch.arange(n_steps, device=origins.device) + 0.5) * step  # (N, S)
-    valid = t < far[:, None]  # and, below, inside the occupancy
+    valid = t < far[:, None]  # and, if given, inside the occupancy: the rest count as empty
     points = origins[:, None] + t[..., None] * directions[:, None]
     if occupancy is not None:
         valid &= occupancy.lookup(points)

@@ -69,7 +69,7 @@ class Occupancy(torch.nn.Module):
 
 @torch.no_grad()
 def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
-    """Carving {cite}`laurentini1994visual`: voxels whose centre every silhouette covers. Defined in §2.8."""
+    """Carve {cite}`laurentini1994visual`: voxels whose centre all ``(N, H, W)`` silhouettes cover. Defined in §2.8."""
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
     ok = silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras)
