@@ -105,11 +105,13 @@ class FastVolume(torch.nn.Module):
 
     @property
     def densities(self) -> torch.Tensor:
-        """``(1, D, H, W)``: ``1 - exp(-softplus(raw) * delta / unit)`` over a voxel, ``unit`` the finest grid's."""
+        """``(1, D, H, W)``: opacity across a voxel, ``1 - exp(-softplus(raw) * voxel / unit)``, 0 outside the hull."""
         raw = self.grid[0, :1]
-        if self.density == "sigmoid":
-            return torch.sigmoid(raw)
-        return 1 - torch.exp(-F.softplus(raw) * self.voxel_size / self.unit)
+        sigmoid = self.density == "sigmoid"
+        alpha = torch.sigmoid(raw) if sigmoid else 1 - torch.exp(-F.softplus(raw) * self.voxel_size / self.unit)
+        if self.occupancy is not None:  # the renderer never reads a sample outside the hull: empty there
+            alpha = alpha * self.occupancy.lookup(voxel_centers(self.volume_size, device=raw.device)[None])
+        return alpha
 
     @property
     def colors(self) -> torch.Tensor:

@@ -209,3 +209,19 @@ def test_bad_settings_are_rejected(train):
     ]:
         with pytest.raises(ValueError, match=message):
             fast.fit(train, settings=fast.FastSettings(**bad))
+
+
+def test_densities_are_the_opacity_the_renderer_sees():
+    """Per voxel: 1 - exp(-softplus(raw)) on the final grid, and 0 where the hull makes the renderer skip."""
+    grid = torch.zeros(8, 8, 8, dtype=torch.bool)
+    grid[2:5, 3:6, 1:4] = True
+    volume = _random_volume(8)
+    expected = 1 - torch.exp(-F.softplus(volume.grid[0, :1]))
+    torch.testing.assert_close(volume.densities, expected)
+    volume.occupancy = hull.Occupancy(grid)
+    torch.testing.assert_close(volume.densities[0][grid], expected[0][grid])
+    assert (volume.densities[0][~grid] == 0).all()
+    # a ray through an empty voxel only (no hull voxel on its way) renders nothing
+    o, d = torch.tensor([[1.3, 1.3, -3.0]]), torch.tensor([[0.0, 0.0, 1.0]])
+    near, far = rays.ray_box(o, d, volume.half)
+    assert fast.render_rays(volume, o, d, near, far, volume.voxel_size, volume.occupancy)[1].item() == 0
