@@ -56,13 +56,12 @@ def gif_html(gif: bytes, alt: str):
     return HTML(f'<img src="{src}" alt="{alt}" style="max-width: 100%; image-rendering: auto;">')
 
 
-def glue(key: str, value) -> None:
-    """Show ``value`` and store it under ``key`` for other pages (without myst-nb: only show). Defined in §1.4."""
+def glue(key: str, value, display: bool = True) -> None:
+    """Store ``value`` under ``key`` for the book's pages (myst-nb) and show it if ``display``. Defined in §1.4."""
+    from IPython.display import display as show
+
     try:
         from myst_nb import glue as myst_glue
-    except ImportError:
-        from IPython.display import display
-
-        display(value)
-        return
-    myst_glue(key, value, display=True)
+    except ImportError:  # Colab: no book to paste into, only show
+        return show(value) if display else None
+    myst_glue(key, value, display=display)
