@@ -105,7 +105,12 @@ class Outcome:
 PROBES: list[Probe] = []
 #: Probes left with an unclear error on purpose, and why (``tests/test_bad_inputs.py`` accepts them
 #: as long as they still raise rather than fail silently).
-KNOWN_UNCLEAR: dict[str, str] = {}
+KNOWN_UNCLEAR: dict[str, str] = {
+    "fast.total_variation: grid (4, 4, 4)": "fast.fit calls it on every step, where no check is added (a bare "
+    "IndexError names the missing dimension)",
+    "colab.ensure_pytorch3d: pip fails": "tests/test_colab.py wants pip's CalledProcessError to propagate "
+    "unchanged; pip prints its reason just above it",
+}
 
 
 def err(name, category, call, about, value=..., shows=None, errors=(ValueError, TypeError), why=""):
@@ -665,6 +670,23 @@ def _damage_tensor(key, fn):
     return damage
 
 
+def _tensors_of(path) -> dict:
+    payload = _payload(path)
+    return dict(payload.get("tensors", payload))
+
+
+def _other_views(path):
+    """Overwrite the file with the views of other angles, with a SHA-256 that matches them."""
+    payload = _payload(path)
+    other = data.render_cow_views(torch.zeros(2), torch.tensor([10.0, 20.0]), image_size=8, device="cpu")
+    tensors = {k: getattr(other, k) for k in data.CowViews.__dataclass_fields__}
+    if "tensors" in payload:
+        payload.update(tensors=tensors, sha256=data._tensors_sha256(tensors))
+    else:
+        payload = tensors
+    torch.save(payload, path)
+
+
 def _flip_bytes(path):
     raw = bytearray(path.read_bytes())
     at = raw.index(b"data/2") + 120  # inside the images' bytes: still a loadable file
@@ -697,6 +719,8 @@ for label, damage in [
     ("R of the wrong shape", _damage_tensor("R", lambda t: t[:, :2])),
     ("NaN camera translation", _damage_tensor("T", _set((0, 2), NAN))),
     ("one view too many", _damage_tensor("images", lambda t: torch.cat([t, t[:1]]))),
+    ("the layout before format versions (a bare dict of tensors)", lambda p: torch.save(_tensors_of(p), p)),
+    ("another dataset's views with a valid SHA-256", _other_views),
 ]:
     either(
         f"dataset cache: {label}",
@@ -1314,7 +1338,7 @@ err(
 )
 DENS, FEAT = torch.rand(2, 6, 1), torch.rand(2, 6, 3)
 for label, kwargs, about, shows, category in [
-    ("densities above 1", dict(densities=DENS + 1, features=FEAT), "densities", ("2",), "ranges"),
+    ("densities above 1", dict(densities=torch.full_like(DENS, 1.5), features=FEAT), "densities", ("1.5",), "ranges"),
     ("negative densities", dict(densities=-DENS, features=FEAT), "densities", ("-",), "ranges"),
     ("NaN densities", dict(densities=DENS.clone().fill_(NAN), features=FEAT), "densities", ("nan",), "finiteness"),
     ("NaN features", dict(densities=DENS, features=FEAT.clone().fill_(NAN)), "features", ("nan",), "finiteness"),
@@ -1360,9 +1384,9 @@ ok(
 err(
     "marching.absorption_only: densities above 1",
     "ranges",
-    lambda: marching.absorption_only(DENS + 1),
+    lambda: marching.absorption_only(torch.full_like(DENS, 1.5)),
     "densities",
-    shows=("2",),
+    shows=("1.5",),
 )
 err(
     "marching.absorption_only: NaN densities",
