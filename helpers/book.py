@@ -1,13 +1,4 @@
-"""What a chapter hands to the book's other pages: animated turntables and glue.
-
-The landing page shows the reconstructed cow turning next to the target renders.
-Those frames exist only once Chapter 4 has fitted the grid, so Chapter 4 shows the
-animation and *glues* it (myst-nb's cross-document glue); ``book/index.md``
-pastes it by key. The landing page is therefore recomputed by every build that
-executes Chapter 4, and can never show an older fit than the chapter does.
-
-Images are ``(N, H, W, 3)`` tensors or arrays in [0, 1], row 0 at the top.
-"""
+"""Animated turntables and glue: ``book/index.md`` pastes Chapter 4's animation by key, never an older fit."""
 
 from __future__ import annotations
 
@@ -19,20 +10,10 @@ from PIL import Image
 
 from .plotting import _numpy_images
 
-#: Glue keys the landing page ``book/index.md`` pastes (``tests/test_book.py`` checks both sides):
-#: the target renders turning (Chapter 1) and the fit next to them with its PSNR (Chapter 4).
+#: Glue keys ``book/index.md`` pastes: the targets turning (Chapter 1), the fit next to them and its PSNR (Chapter 4).
 TARGETS_KEY = "landing-targets"
 RESULT_KEY = "landing-result"
 PSNR_KEY = "landing-psnr"
-
-
-def _frames_uint8(frames) -> np.ndarray:
-    frames = _numpy_images(frames)  # refuses NaN/inf
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
-    if frames.shape[0] < 2:
-        raise ValueError(f"An animation needs at least 2 frames, got {frames.shape[0]}.")
-    return (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def side_by_side(*views, gap: int = 4):
@@ -42,19 +23,20 @@ def side_by_side(*views, gap: int = 4):
     arrays = [_numpy_images(v) for v in views]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"All sequences must have the same shape, got {[a.shape for a in arrays]}.")
-    n, h = arrays[0].shape[:2]
-    spacer = np.ones((n, h, gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
-    parts = [arrays[0]]
-    for a in arrays[1:]:
-        parts += [spacer, a]
-    return np.concatenate(parts, axis=2)
+    spacer = np.ones((*arrays[0].shape[:2], gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
+    return np.concatenate([part for a in arrays for part in (spacer, a)][1:], axis=2)
 
 
 def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
     """Encode ``frames`` ``(N, H, W, 3)`` as a looping GIF, each frame shown ``frame_ms`` ms. Defined in §1.4."""
     if scale <= 0 or frame_ms <= 0:
         raise ValueError(f"scale and frame_ms must be positive, got {scale} and {frame_ms}.")
-    pil = [Image.fromarray(f) for f in _frames_uint8(frames)]
+    frames = _numpy_images(frames)  # refuses NaN/inf
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
+    if frames.shape[0] < 2:
+        raise ValueError(f"An animation needs at least 2 frames, got {frames.shape[0]}.")
+    pil = [Image.fromarray(f) for f in (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)]
     if scale != 1:
         size = (round(pil[0].width * scale), round(pil[0].height * scale))
         pil = [p.resize(size, Image.LANCZOS) for p in pil]
@@ -75,11 +57,7 @@ def gif_html(gif: bytes, alt: str):
 
 
 def glue(key: str, value) -> None:
-    """Show ``value`` here and store it under ``key`` for other pages of the book. Defined in §1.4.
-
-    With myst-nb (the book's build) this is ``myst_nb.glue(key, value, display=True)``;
-    where myst-nb is not installed (Colab) it only displays ``value``.
-    """
+    """Show ``value`` and store it under ``key`` for other pages (without myst-nb: only show). Defined in §1.4."""
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

@@ -1,10 +1,4 @@
-"""Argument checks for the public functions of ``helpers``: one wording for every chapter.
-
-Each check raises ``ValueError`` (``TypeError`` for a wrong kind of object) whose
-message says what was wrong, the value given, and what to do. They run at the
-boundary of a public function, never inside a training loop. Integers may be
-Python, numpy or torch integer scalars; ``bool`` is refused (``True`` is not 1 voxel).
-"""
+"""Argument checks with one wording: ``ValueError`` (``TypeError`` for a wrong kind) saying what, value, what to do."""
 
 from __future__ import annotations
 
@@ -15,14 +9,11 @@ import torch
 
 
 def integer(name: str, value, minimum: int = 1) -> int:
-    """``value`` as an ``int`` if it is an integer ``>= minimum``; raise otherwise."""
+    """``value`` as an ``int`` if an integer ``>= minimum`` (numpy, torch scalars too; not ``bool``), else raise."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}). "
-            f"Pass a whole number such as {max(minimum, 1)}."
-        )
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r} ({type(value).__name__}).")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
     return int(value)
@@ -38,8 +29,7 @@ def number(name: str, value, low: float = -math.inf, high: float = math.inf, *, 
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}.")
     if value < low or value > high or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must lie in {bracket}{low:g}, {high:g}], got {value:g}.")
+        raise ValueError(f"{name} must lie in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}.")
     return value
 
 

@@ -1,23 +1,7 @@
-"""Make a chapter self-sufficient in Colab; a no-op on a prepared machine.
+"""Make a chapter self-sufficient in Colab (every notebook's first cell); a no-op on a prepared machine.
 
-Every notebook's first cell (identical in all chapters, collapsed in the book)
-makes ``helpers`` importable, cloning the book when the notebook runs on its
-own, and then calls :func:`ensure_pytorch3d`. The pinned versions are read from
-the book's ``requirements.txt``, never guessed from ``torch.version.cuda`` (the
-seed's install cell built a wheel URL from it and crashed on CPU-only torch,
-where it is ``None``). PyPI's ``easypytorch3d`` ships prebuilt PyTorch3D for
-the pinned torch, so Colab installs in about a minute instead of compiling
-PyTorch3D from source for 25.
-
-The three cases, each simulated by ``tests/test_colab.py``:
-
-- PyTorch3D imports (a local checkout, or a re-run in Colab): nothing is
-  installed, nothing is printed.
-- PyTorch3D is missing: ``pip install torch==<pin> easypytorch3d==<pin>``,
-  then the notebook goes on in the same session.
-- PyTorch3D is missing and a different torch was already imported (a running
-  Python cannot swap the torch it loaded): the pair is installed and a
-  ``RuntimeError`` asks for one runtime restart; after it, the first case.
+Pins come from ``requirements.txt``, never ``torch.version.cuda`` (``None`` on CPU-only torch). A running Python
+cannot swap a torch it imported: then, after the install, a ``RuntimeError`` asks for one restart.
 """
 
 from __future__ import annotations
@@ -32,10 +16,8 @@ from pathlib import Path
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 PINNED = ("torch", "easypytorch3d")
-#: Python versions easypytorch3d publishes wheels for (see how_to_run.md).
-SUPPORTED_PYTHON = ((3, 10), (3, 13))
-#: PyTorch's PyPI wheels of the pinned torch are CUDA 13 builds, which need this NVIDIA driver or newer.
-MIN_DRIVER = 580
+SUPPORTED_PYTHON = ((3, 10), (3, 13))  # those easypytorch3d publishes wheels for (see how_to_run.md)
+MIN_DRIVER = 580  # the pinned torch's PyPI wheels are CUDA 13 builds, which need this NVIDIA driver or newer
 RESTART_HINT = "Restart the runtime (Colab: Runtime > Restart session) and run this notebook again from the top."
 
 
@@ -46,11 +28,6 @@ def pinned_versions(requirements: Path = REQUIREMENTS) -> dict[str, str]:
     if missing:
         raise ValueError(f"{requirements} must pin {', '.join(sorted(missing))} with '=='.")
     return {name: pins[name] for name in PINNED}
-
-
-def pip_command(pins: dict[str, str]) -> list[str]:
-    """The one install command: exact pins from PyPI, no index URL, no wheel URL built from versions."""
-    return [sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)]
 
 
 def _pytorch3d_works() -> bool:
@@ -64,11 +41,6 @@ def _pytorch3d_works() -> bool:
     return True
 
 
-def _release(version: str | None) -> str | None:
-    """``"2.11.0+cu128"`` -> ``"2.11.0"``: the local build tag does not change the ABI PyTorch3D needs."""
-    return version.split("+")[0] if version else None
-
-
 def ensure_pytorch3d(
     run=subprocess.check_call,
     modules=sys.modules,
@@ -76,75 +48,48 @@ def ensure_pytorch3d(
     version_info=sys.version_info,
     requirements: Path = REQUIREMENTS,
 ) -> str:
-    """Install the pinned torch/PyTorch3D pair when PyTorch3D is missing.
-
-    Returns ``"present"`` when nothing had to be done and ``"installed"`` when
-    the pair was installed and imports now. Raises ``RuntimeError`` asking for a
-    runtime restart when a different torch was already imported, and when the
-    install did not give a working PyTorch3D. ``run``, ``modules``, ``works``
-    and ``version_info`` are injectable so the tests can simulate Colab.
-    """
+    """Install the pinned torch/PyTorch3D pair if PyTorch3D is missing: ``"present"`` or ``"installed"``."""
     if works():
         return "present"
     if not SUPPORTED_PYTHON[0] <= tuple(version_info[:2]) <= SUPPORTED_PYTHON[1]:
         low, high = (".".join(map(str, v)) for v in SUPPORTED_PYTHON)
         raise RuntimeError(
-            f"PyTorch3D is not installed and its prebuilt wheels (easypytorch3d) exist for Python {low} to {high}; "
-            f"this is Python {version_info[0]}.{version_info[1]}. Use such a Python (see the book's 'How to run')."
+            f"PyTorch3D's wheels exist for Python {low} to {high}, not Python {version_info[0]}.{version_info[1]}; "
+            "use such a Python (see the book's 'How to run')."
         )
     pins = pinned_versions(requirements)
     loaded = modules.get("torch")
-    loaded_version = _release(getattr(loaded, "__version__", None)) if loaded is not None else None
+    # "2.11.0+cu128" -> "2.11.0": the local build tag does not change the ABI PyTorch3D needs
+    loaded_version = (getattr(loaded, "__version__", None) or "").split("+")[0] or None
     print(
-        f"PyTorch3D is missing: installing torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']} "
-        "(prebuilt PyTorch3D, a minute or two) ...",
-        flush=True,
+        f"PyTorch3D is missing: pip install torch=={pins['torch']} easypytorch3d=={pins['easypytorch3d']}", flush=True
     )
-    run(pip_command(pins))
+    run([sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)])
     if loaded is not None and loaded_version != pins["torch"]:
         raise RuntimeError(
-            f"Installed torch {pins['torch']} and PyTorch3D, but this session had already imported torch "
-            f"{loaded_version}, and a running Python cannot swap the torch it loaded. {RESTART_HINT}"
+            f"Installed torch {pins['torch']}, but this session had imported {loaded_version}. {RESTART_HINT}"
         )
     if not works():
         raise RuntimeError(
-            f"pip installed torch=={pins['torch']} and easypytorch3d=={pins['easypytorch3d']}, but PyTorch3D "
-            f"still does not import. {RESTART_HINT} If it fails again, see the book's 'How to run'."
+            f"pip installed torch and easypytorch3d, but PyTorch3D still does not import. {RESTART_HINT}"
         )
     print("PyTorch3D installed.")
-    if "google.colab" in modules:
-        _hint_gpu(modules)
+    if "google.colab" in modules:  # the chapters pick the device themselves; say when Colab gave no GPU
+        torch = modules.get("torch") or importlib.import_module("torch")
+        if torch.cuda.is_available():
+            print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
+        else:
+            print("No GPU: the chapters run on the CPU with smaller settings (Runtime > Change runtime type > GPU).")
     return "installed"
 
 
-def _hint_gpu(modules) -> None:
-    """The chapters pick the GPU themselves (``helpers.data.pick_device``); say when Colab gave none."""
-    torch = modules.get("torch") or importlib.import_module("torch")
-    if torch.cuda.is_available():
-        print(f"GPU: {torch.cuda.get_device_name(0)}; the chapters use it with their full settings.")
-    else:
-        print(
-            "No GPU in this runtime: the chapters run on the CPU with smaller settings. "
-            "For the full settings choose Runtime > Change runtime type > GPU, then run from the top."
-        )
-
-
 def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
-    """Why a GPU that ``nvidia-smi`` lists cannot be used by torch, or ``None`` if none is listed.
-
-    Called by ``data.pick_device`` when ``torch.cuda.is_available()`` is False, so that a
-    reader with a GPU is told why the chapter runs on the CPU instead of finding out from
-    its speed. ``run`` and ``which`` are injectable for the tests.
-    """
+    """Why a GPU that ``nvidia-smi`` lists cannot be used by torch (``data.pick_device`` says it), or ``None``."""
     if which("nvidia-smi") is None:
         return None
     try:
-        out = run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        ).stdout.strip()
+        cmd = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        out = run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     if not out:
@@ -153,12 +98,10 @@ def unusable_gpu_note(run=subprocess.run, which=shutil.which) -> str | None:
     major = re.match(r"\s*(\d+)", driver)
     if major and int(major.group(1)) < MIN_DRIVER:
         return (
-            f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this torch is a CUDA 13 build, "
-            f"which needs driver {MIN_DRIVER} or newer: running on the CPU (slower, smaller settings). Update "
-            "the NVIDIA driver, or install a torch built for an older CUDA together with a PyTorch3D built for it."
+            f"nvidia-smi lists {name.strip()} with driver {driver.strip()}, but this CUDA 13 torch needs driver "
+            f"{MIN_DRIVER} or newer: running on the CPU. Update the driver, or use torch and PyTorch3D for older CUDA."
         )
     return (
-        f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it "
-        "(torch.cuda.is_available() is False): running on the CPU. Check that torch is a CUDA build "
-        "(torch.version.cuda) and that no other process holds the GPU."
+        f"nvidia-smi lists {name.strip()} (driver {driver.strip()}), but torch cannot use it: running on the CPU. "
+        "Check that torch is a CUDA build (torch.version.cuda) and that no other process holds the GPU."
     )

@@ -1,9 +1,4 @@
-"""Chapter 1: the cow mesh, the cameras and the multi-view dataset rendered from them.
-
-Conventions (PyTorch3D's): world +Y is up, the cow faces -Z, cameras are
-``FoVPerspectiveCameras`` looking at the origin from ``dist`` = 2.7, and images
-are ``(N, H, W, 3)`` float tensors in [0, 1] whose row 0 is the top of the image.
-"""
+"""Chapter 1: the cow mesh, cameras and multi-view dataset; world +Y is up, the cow faces -Z, images row 0 on top."""
 
 from __future__ import annotations
 
@@ -28,32 +23,22 @@ COW_FILES = {
     "cow.mtl": "ce6398d52486f81f2c329b1683ad4fedce970471aa36e589e05c5177432db6cb",
     "cow_texture.png": "cddabbae52a666173e7953e238b88340d285044dc20b36f8ed3f1a41db534fa5",
 }
-#: Tried in order: PyTorch3D's repository pinned to the commit that added the
-#: files (the checksums were taken from these bytes), then the tutorials' host.
+#: Tried in order: PyTorch3D's repository at the commit that added the files (the checksums' source), then its host.
 COW_URLS = (
     "https://raw.githubusercontent.com/facebookresearch/pytorch3d/"
     "dbf06b504b525c7f6680c5709b63df6413616d2e/docs/tutorials/data/cow_mesh/",
     "https://dl.fbaipublicfiles.com/pytorch3d/data/cow_mesh/",
 )
-#: Point this at a folder holding the three files to use them instead of downloading.
-ENV_MESH_DIR = "COW_MESH_DIR"
-#: Where downloads and rendered datasets are cached (default ``~/.cache/volrender-book``).
-ENV_CACHE_DIR = "VOLRENDER_CACHE"
-#: Set to 1 to forbid any network access (the tests do).
-ENV_OFFLINE = "VOLRENDER_OFFLINE"
+ENV_MESH_DIR = "COW_MESH_DIR"  # a folder holding the three files, used instead of downloading
+ENV_CACHE_DIR = "VOLRENDER_CACHE"  # downloads and rendered datasets (default ~/.cache/volrender-book)
+ENV_OFFLINE = "VOLRENDER_OFFLINE"  # 1 forbids any network access (the tests set it)
 
-#: Bump when the rendering code changes what it produces, so old caches are ignored.
-DATASET_VERSION = 2
+DATASET_VERSION = 2  # bump when the rendering changes what it produces, so old caches are ignored
 CAMERA_DIST = 2.7
 
 
 def pick_device() -> torch.device:
-    """``cuda:0`` when a GPU is available, otherwise the CPU. Defined in §1.1.
-
-    Each chapter calls this once; every helper then takes the device from its inputs.
-    When ``nvidia-smi`` sees a GPU that torch cannot use, it says why instead of falling
-    back to the CPU in silence.
-    """
+    """``cuda:0`` when a GPU is available, otherwise the CPU, saying why an unusable GPU is unused. Defined in §1.1."""
     if torch.cuda.is_available():
         return torch.device("cuda:0")
     from .colab import unusable_gpu_note
@@ -86,16 +71,11 @@ def _check_files(folder: Path, origin: str) -> None:
         raise FileNotFoundError(f"{origin} {folder} is not a folder; expected one holding {', '.join(COW_FILES)}.")
     missing = [name for name in COW_FILES if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{origin} {folder} lacks {', '.join(missing)}; expected all of {', '.join(COW_FILES)}."
-        )
+        raise FileNotFoundError(f"{origin} {folder} lacks {', '.join(missing)}; expected {', '.join(COW_FILES)}.")
     for name, expected in COW_FILES.items():
         got = sha256(folder / name)
         if got != expected:
-            raise ValueError(
-                f"{folder / name} is corrupt or a different file: sha256 {got}, expected {expected}. "
-                "Replace it with the original (or delete it to download it again)."
-            )
+            raise ValueError(f"{folder / name} is corrupt (sha256 {got}, expected {expected}); replace or delete it.")
 
 
 def _download(name: str, dest: Path) -> None:
@@ -125,12 +105,7 @@ def _download(name: str, dest: Path) -> None:
 
 
 def cow_mesh_dir() -> Path:
-    """Return a folder holding the verified cow mesh files. Defined in §1.1.
-
-    ``$COW_MESH_DIR`` wins when set (its files are verified, never replaced).
-    Otherwise the files are downloaded once into the cache folder; a cached file
-    whose checksum is wrong is deleted and fetched again.
-    """
+    """A folder of verified cow files: ``$COW_MESH_DIR`` (never replaced), else downloaded once. Defined in §1.1."""
     if os.environ.get(ENV_MESH_DIR):
         folder = Path(os.environ[ENV_MESH_DIR]).expanduser()
         _check_files(folder, f"${ENV_MESH_DIR} =")
@@ -145,22 +120,14 @@ def cow_mesh_dir() -> Path:
             path.unlink()  # corrupt: never leave it where the next run would trust it
         if os.environ.get(ENV_OFFLINE) == "1":
             raise FileNotFoundError(
-                f"{path} is missing and ${ENV_OFFLINE}=1 forbids downloading it from {COW_URLS[0] + name}. "
-                f"Set {ENV_MESH_DIR} to a folder holding {', '.join(COW_FILES)}."
+                f"{path} is missing and ${ENV_OFFLINE}=1 forbids a download; set {ENV_MESH_DIR} to the mesh's folder."
             )
         _download(name, path)
     return folder
 
 
 def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.device | str = "cpu"):
-    """Load the textured cow and normalise it as the seed does. Defined in §1.1.
-
-    The centre is the vertex mean and the scale the largest absolute coordinate
-    after centring, so the mesh ends up inside the cube [-1, 1]^3 (the seed calls
-    it "a sphere of radius 1"; the cube's corners reach sqrt(3), see Chapter 1).
-
-    Returns a ``pytorch3d.structures.Meshes`` holding one mesh on ``device``.
-    """
+    """The textured cow as a one-mesh ``Meshes`` on ``device``, normalised into [-1, 1]^3. Defined in §1.1."""
     from pytorch3d.io import load_objs_as_meshes
 
     folder = Path(data_dir) if data_dir is not None else cow_mesh_dir()
@@ -191,11 +158,7 @@ def normalize_mesh(mesh):
 
 
 def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
-    """``FoVPerspectiveCameras`` at ``dist`` from the origin looking at it. Defined in §1.2.
-
-    ``elev`` and ``azim`` are 1-D tensors in degrees; azimuth 0 puts the camera
-    on +Z, looking along -Z (so it sees the cow's back; 180 sees its face).
-    """
+    """Cameras at ``dist`` looking at the origin; ``elev``, ``azim`` 1-D in degrees, azim 0 on +Z. Defined in §1.2."""
     from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
     R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)
@@ -203,43 +166,21 @@ def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
 
 
 def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """World positions ``(N, 3)`` of cameras with PyTorch3D's ``R`` ``(N, 3, 3)`` and ``T`` ``(N, 3)``.
-
-    Defined in §1.2. PyTorch3D maps world points to view space as ``X_view = X_world @ R + T``
-    (row vectors), so the centre, where ``X_view = 0``, is ``-T @ R^T``.
-    """
+    """World positions ``(N, 3)`` of cameras ``R`` ``(N, 3, 3)``, ``T`` ``(N, 3)``: ``-T @ R^T``. Defined in §1.2."""
     return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
 
 
 def render_views(mesh, cameras, image_size: int = 128):
-    """Render RGB images and binary silhouettes of ``mesh`` in one rasterisation. Defined in §1.3.
+    """``images`` ``(N, H, W, 3)`` and silhouettes ``(N, H, W)`` (from ``pix_to_face``: one pass). Defined in §1.3."""
+    from pytorch3d.renderer import BlendParams, MeshRasterizer, PointLights, RasterizationSettings, SoftPhongShader
 
-    The silhouette is read off the rasteriser's ``pix_to_face`` (-1 where no face
-    covers the pixel), so it costs nothing beyond the shaded pass; the seed ran a
-    second, soft-silhouette pass with 50 faces per pixel and then thresholded it.
-
-    Returns ``images`` ``(N, H, W, 3)`` and ``silhouettes`` ``(N, H, W)`` in {0, 1}.
-    """
-    from pytorch3d.renderer import (
-        BlendParams,
-        MeshRasterizer,
-        PointLights,
-        RasterizationSettings,
-        SoftPhongShader,
-    )
-
-    n = len(cameras)
     device = cameras.device
     lights = PointLights(device=device, location=[[0.0, 0.0, -3.0]])  # in front of the cow
     settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1)
     rasterizer = MeshRasterizer(cameras=cameras, raster_settings=settings)
-    shader = SoftPhongShader(
-        device=device,
-        cameras=cameras,
-        lights=lights,
-        blend_params=BlendParams(sigma=1e-4, gamma=1e-4, background_color=(0.0, 0.0, 0.0)),
-    )
-    meshes = mesh.extend(n)
+    blend = BlendParams(sigma=1e-4, gamma=1e-4, background_color=(0.0, 0.0, 0.0))
+    shader = SoftPhongShader(device=device, cameras=cameras, lights=lights, blend_params=blend)
+    meshes = mesh.extend(len(cameras))
     fragments = rasterizer(meshes)
     images = shader(fragments, meshes, cameras=cameras, lights=lights)[..., :3]
     silhouettes = (fragments.pix_to_face[..., 0] >= 0).float()
@@ -248,21 +189,14 @@ def render_views(mesh, cameras, image_size: int = 128):
 
 @dataclass
 class CowViews:
-    """A set of rendered views: what every later chapter fits or evaluates. Defined in §1.4.
-
-    Attributes:
-        R, T: camera rotations ``(N, 3, 3)`` and translations ``(N, 3)``.
-        images: ``(N, H, W, 3)`` RGB in [0, 1], black background.
-        silhouettes: ``(N, H, W)`` binary masks (1 = cow).
-        elevations, azimuths: ``(N,)`` in degrees.
-    """
+    """Rendered views: ``images`` ``(N, H, W, 3)``, 0/1 ``silhouettes`` ``(N, H, W)``, cameras. Defined in §1.4."""
 
     R: torch.Tensor
     T: torch.Tensor
     images: torch.Tensor
     silhouettes: torch.Tensor
-    elevations: torch.Tensor
-    azimuths: torch.Tensor
+    elevations: torch.Tensor  # (N,) in degrees
+    azimuths: torch.Tensor  # (N,) in degrees
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -281,13 +215,7 @@ class CowViews:
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
-    """Elevations and azimuths of the training views, in degrees. Defined in §1.4.
-
-    The seed used ``linspace(-range, range, N) + 180``: with the full range its
-    first and last views both sit at azimuth 0/360, so 40 views held 39 distinct
-    ones. Here the views are spread over the range without repeating the end
-    point when the range closes the circle.
-    """
+    """Training elevations, azimuths (degrees) over ``180 +- azimuth_range``, no end point twice. Defined in §1.4."""
     num_views = checks.integer("num_views", num_views)
     closed = 2 * azimuth_range >= 360.0
     azim = torch.linspace(-azimuth_range, azimuth_range, num_views + int(closed))[:num_views] + 180.0
@@ -297,11 +225,7 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
 
 
 def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 10, elevation: float = 25.0):
-    """Angles of views that are never trained on, to measure generalisation. Defined in §1.5.
-
-    ``n_between`` views sit halfway between neighbouring training azimuths (at
-    elevation 0) and ``n_elevated`` views circle the cow at ``elevation``.
-    """
+    """Held-out angles: ``n_between`` between training azimuths, ``n_elevated`` at ``elevation``. Defined in §1.5."""
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
     mids = (train_azim + step / 2) % 360.0
@@ -310,13 +234,6 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
     ring = torch.arange(n_elevated) * (360.0 / max(n_elevated, 1)) + step / 4
     elev = torch.cat([torch.zeros(len(between)), torch.full((n_elevated,), float(elevation))])
     return elev, torch.cat([between, ring])
-
-
-def _dataset_key(**params) -> str:
-    import pytorch3d
-
-    params = dict(params, version=DATASET_VERSION, mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
@@ -339,13 +256,7 @@ def generate_cow_renders(
     cache: bool = True,
     verbose: bool = False,
 ) -> CowViews:
-    """The training views: ``num_views`` renders at evenly spread azimuths. Defined in §1.4.
-
-    Results are cached on disk under a key made of every argument that changes
-    the pixels (and the mesh checksums, PyTorch3D's version and
-    ``DATASET_VERSION``), so a second call loads in well under a second.
-    """
-    num_views = checks.integer("num_views", num_views)
+    """The training views, cached under a key of all that changes the pixels (``DATASET_VERSION``). Defined in §1.4."""
     elev, azim = training_angles(num_views, azimuth_range, elevation)
     return _cached_render("train", elev, azim, image_size, device, data_dir, cache, verbose)
 
@@ -372,18 +283,20 @@ def generate_heldout_renders(
 
 
 def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbose) -> CowViews:
+    import pytorch3d
+
     image_size = checks.integer("image_size", image_size, minimum=8)
     device = torch.device(device) if device is not None else pick_device()
-    key = _dataset_key(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size)
+    params = dict(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size, version=DATASET_VERSION)
+    params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"
     start = time.perf_counter()
     if cache and path.is_file():
         try:
             views = CowViews(**torch.load(path, map_location="cpu", weights_only=True))
             if verbose:
-                print(
-                    f"Loaded {len(views)} {kind} views from the cache in {time.perf_counter() - start:.2f} s ({path})."
-                )
+                print(f"Loaded {len(views)} {kind} views from {path} in {time.perf_counter() - start:.2f} s.")
             return views.to(device)
         except Exception as exc:  # a damaged cache file is re-rendered, not trusted
             print(f"Ignoring unreadable cache file {path} ({exc}); rendering again.")

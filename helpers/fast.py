@@ -1,27 +1,4 @@
-"""Chapter 5: a fast recipe for fitting the voxel grid, built from Chapters 2-4.
-
-Same data, loss and metrics as Chapter 4 (``helpers.metrics``); what changes is how much
-work a step does:
-
-* **empty-space skipping** (§5.3, §5.4): rays are clipped to the volume's cube
-  (``rays.ray_box``) and to the visual hull of Chapter 2 (``hull.carve``); samples outside
-  the hull are never looked up and rays that miss it are never drawn;
-* **random rays** (§5.5) drawn across all training views instead of whole images;
-* **one fused lookup** (§5.6): density and colour live in one ``(1, 4, D, H, W)`` tensor
-  sampled by a single ``grid_sample``. Chapter 3's ``marching.sample_volume`` and
-  ``marching.emission_absorption`` compute the same thing (``tests/test_fast.py``
-  checks it), but sample every point of every ray and keep per-corner intermediates;
-* **step-length-aware density** (§5.7): ``alpha = 1 - exp(-softplus(raw) * delta / unit)``
-  with ``raw`` interpolated *before* the activation (Chapter 3's ``alpha_from_sigma``);
-* **coarse-to-fine, total variation, a smooth learning-rate decay** (§5.8) and
-  **sparse Adam updates** (§5.9).
-
-Conventions are those of Chapters 2 and 3: a grid ``(1, C, D, H, W)`` fills the cube of
-side ``rays.VOLUME_EXTENT`` like a ``Volumes`` with ``align_corners=True``, so its voxel
-centres span ``[-half, half]^3`` with ``half = voxel_size * (n - 1) / 2``, and
-``grid_sample``'s ``(x, y, z)`` index ``(W, H, D)``. Images are ``(N, H, W, C)``, row 0 at
-the top; NDC has +X left and +Y up.
-"""
+"""Chapter 5 (§5.3-§5.11): a fast fit from Chapters 2-4; grids fill the cube as ``Volumes``, ``align_corners=True``."""
 
 from __future__ import annotations
 
@@ -39,53 +16,34 @@ from .metrics import FitHistory, check_divergence, clock, evaluate, huber
 from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 
 
-# ----------------------------------------------------------------------------- clipping rays to the hull
 @torch.no_grad()
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
-    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: its projection grown by ``margin``. Defined in §5.4.
-
-    A sample counts as occupied when its *nearest* voxel centre is, so a ray can meet the
-    hull up to half a voxel diagonal from a centre; for this book's cameras (focal length
-    111 px, every voxel farther than 1.1 from the camera) that is under 2 px of the
-    centre's projection, plus half a pixel of rounding.
-    """
+    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel (projection + ``margin``). Defined in §5.4."""
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
     mask = torch.zeros(len(cameras), image_size * image_size, device=centres.device)
     for i in range(len(cameras)):
         xy, _ = project(cameras[i], centres[None])
         row, col = (torch.round(c[0]).long() for c in ndc_to_pixel(xy, image_size, image_size))
         ok = (row >= 0) & (row < image_size) & (col >= 0) & (col < image_size)
-        mask[i, row[ok] * image_size + col[ok]] = 1.0
-    mask = mask.view(-1, 1, image_size, image_size)
-    return F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
+        mask[i, row[ok] * image_size + col[ok]] = 1.0  # a ray can meet the cell up to 2 px away: the margin
+    return F.max_pool2d(mask.view(-1, 1, image_size, image_size), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
 
 
 @torch.no_grad()
 def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
-    """Per-ray interval ``near, far`` ``(N,)`` outside which the ray meets no occupied voxel. Defined in §5.4.
-
-    The ray is probed every voxel from where it enters the occupied voxels' bounding box;
-    the interval runs from one step before the first occupied probe to one step after the
-    last, so that an occupied stretch shorter than a step between two probes is not cut
-    off. Rays that meet no occupied probe get ``far = near``.
-    """
+    """Per-ray ``near, far`` ``(N,)`` outside which it meets no occupied voxel (misses: equal). Defined in §5.4."""
     step = occupancy.voxel_size
     lo, hi = occupancy.bounds()
     box_near, box_far = ray_box(origins, directions, hi, lo)
     near, far = box_near.clone(), box_near.clone()
     for s in range(0, origins.shape[0], chunk):
-        o, d, n0, f0 = (
-            origins[s : s + chunk],
-            directions[s : s + chunk],
-            box_near[s : s + chunk],
-            box_far[s : s + chunk],
-        )
+        o, d, n0, f0 = (t[s : s + chunk] for t in (origins, directions, box_near, box_far))
         n_steps = max(math.ceil((f0 - n0).max().item() / step), 1)
         t = n0[:, None] + (torch.arange(n_steps, device=o.device) + 0.5) * step
         occ = occupancy.lookup(o[:, None] + t[..., None] * d[:, None]) & (t < f0[:, None])
-        hit = occ.any(1)
-        first = occ.float().argmax(1)
+        hit, first = occ.any(1), occ.float().argmax(1)
         last = n_steps - 1 - occ.flip(1).float().argmax(1)
+        # probed every voxel: a step of margin each side keeps an occupied stretch between two probes
         near[s : s + chunk] = torch.where(hit, torch.maximum(n0 + (first - 1) * step, n0), n0)
         far[s : s + chunk] = torch.where(hit, torch.minimum(n0 + (last + 2) * step, f0), n0)
     return near, far
@@ -93,11 +51,7 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
 
 @torch.no_grad()
 def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: float):
-    """All rays of ``cameras``, flattened ``(N, 3)``, with their ``near, far`` ``(N,)``. Defined in §5.4.
-
-    Without ``occupancy`` the rays are clipped to the cube of voxel centres ``[-half, half]^3``;
-    with it, only the rays of the hull's footprint are probed and clipped to the hull.
-    """
+    """All rays of ``cameras`` ``(N, 3)``; ``near, far`` ``(N,)`` clip to the hull or the cube. Defined in §5.4."""
     origins, directions = (t.reshape(-1, 3) for t in camera_rays(cameras, image_size))
     if occupancy is None:
         near, far = ray_box(origins, directions, half)
@@ -108,22 +62,8 @@ def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: fl
     return origins, directions, near, far
 
 
-# ----------------------------------------------------------------------------- the model
 class FastVolume(torch.nn.Module):
-    """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6.
-
-    Channel 0 is the raw density, channels 1-3 the colour logits. With
-    ``density="softplus"`` a sample's opacity over a step of ``delta`` world units is
-    ``1 - exp(-softplus(raw) * delta / unit)``: the density is an optical depth per
-    ``unit`` (the voxel side of the finest grid of the fit, so a coarse grid means the
-    same as the fine one it grows into). With ``density="sigmoid"`` it is ``sigmoid(raw)``
-    whatever the step (Chapter 4's). ``occupancy`` (a hull, or ``None`` for the cube) is
-    a submodule, so ``.to(device)`` moves it with the grid.
-
-    ``forward(cameras)`` renders whole ``image_size`` images ``(B, H, W, 4)`` (RGB, then
-    opacity), samples ``step_voxels`` voxels apart; the clipped rays of the last few
-    camera batches are cached, so scoring the same held-out views again is cheap.
-    """
+    """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6."""
 
     def __init__(
         self,
@@ -161,12 +101,11 @@ class FastVolume(torch.nn.Module):
 
     @property
     def half(self) -> float:
-        """Half the side of the cube spanned by the voxel centres."""
         return self.voxel_size * (self.volume_size - 1) / 2
 
     @property
     def densities(self) -> torch.Tensor:
-        """``(1, D, H, W)`` in [0, 1]: the opacity across one voxel of this grid."""
+        """``(1, D, H, W)``: ``1 - exp(-softplus(raw) * delta / unit)`` over a voxel, ``unit`` the finest grid's."""
         raw = self.grid[0, :1]
         if self.density == "sigmoid":
             return torch.sigmoid(raw)
@@ -178,13 +117,9 @@ class FastVolume(torch.nn.Module):
         return torch.sigmoid(self.grid[0, 1:])
 
     def sample(self, points: torch.Tensor):
-        """Density-to-be ``(M,)`` and colour ``(M, 3)`` at world ``points`` ``(M, 3)``.
-
-        For ``"softplus"`` the first output is ``softplus(raw)`` (per ``unit`` of length);
-        for ``"sigmoid"`` it is the opacity of the sample itself.
-        """
+        """``softplus(raw)`` per ``unit`` (``"sigmoid"``: opacity) ``(M,)`` and colour ``(M, 3)`` at ``points``."""
         loc = (points / self.half).view(1, -1, 1, 1, 3)  # marching.world_to_local for a cube at the origin
-        # "sigmoid" is Chapter 4's order: activate the whole grid, then interpolate
+        # "sigmoid" is Chapter 4's order: activate, then interpolate
         act = torch.sigmoid(self.grid) if self.density == "sigmoid" else self.grid
         if self.fused:
             out = F.grid_sample(act, loc, align_corners=True, padding_mode="border").view(4, -1)
@@ -206,19 +141,13 @@ class FastVolume(torch.nn.Module):
     def upsample(self, volume_size: int) -> FastVolume:
         """A copy trilinearly resampled to ``volume_size^3`` (raw values, so the same field)."""
         grid = F.interpolate(self.grid, size=(volume_size,) * 3, mode="trilinear", align_corners=True)
-        config = self.config()
-        del config["occupancy_size"]
+        config = {key: value for key, value in self.config().items() if key != "occupancy_size"}
         return FastVolume(**config, occupancy=self.occupancy, grid=grid.contiguous())
 
     @torch.no_grad()
     def forward(self, cameras) -> torch.Tensor:
         """Whole images ``(B, H, W, 4)`` of ``cameras``: RGB then opacity, black background."""
-        key = (
-            str(self.grid.device),
-            cameras.R.cpu().numpy().tobytes(),
-            cameras.T.cpu().numpy().tobytes(),
-            self.volume_size,
-        )
+        key = (str(self.grid.device), *(t.cpu().numpy().tobytes() for t in (cameras.R, cameras.T)), self.volume_size)
         if key not in self._rays:
             origins, directions, near, far = clipped_rays(cameras, self.image_size, self.occupancy, self.half)
             hit = (far > near).nonzero()[:, 0]
@@ -237,15 +166,9 @@ class FastVolume(torch.nn.Module):
 
     def config(self) -> dict:
         """What ``fitting.load_volume`` needs to rebuild the model (besides its tensors)."""
-        return {
-            "volume_size": self.volume_size,
-            "density": self.density,
-            "fused": self.fused,
-            "unit": self.unit,
-            "image_size": self.image_size,
-            "step_voxels": self.step_voxels,
-            "occupancy_size": self.occupancy.volume_size if self.occupancy is not None else None,
-        }
+        names = ("volume_size", "density", "fused", "unit", "image_size", "step_voxels")
+        occupancy_size = self.occupancy.volume_size if self.occupancy is not None else None
+        return {**{name: getattr(self, name) for name in names}, "occupancy_size": occupancy_size}
 
     @classmethod
     def from_config(cls, config: dict) -> FastVolume:
@@ -256,7 +179,6 @@ class FastVolume(torch.nn.Module):
         return cls(**config, occupancy=occupancy)
 
 
-# ----------------------------------------------------------------------------- rendering
 def render_rays(
     volume: FastVolume,
     origins,
@@ -267,25 +189,15 @@ def render_rays(
     occupancy: Occupancy | None = None,
     early_stop: float = 0.0,
 ):
-    """Emission-absorption render of rays ``(N, 3)`` between ``near`` and ``far`` ``(N,)``. Defined in §5.6.
-
-    Samples are at ``near + (k + 1/2) step`` while below ``far``; only those inside
-    ``occupancy`` (if given) are looked up, the rest count as empty. Compositing uses the
-    exclusive cumulative sum of optical depths, ``T_k = exp(-sum_{j<k} tau_j)``,
-    ``w_k = T_k (1 - exp(-tau_k))``: Chapter 3's shifted product, in log space. With
-    ``early_stop > 0`` a first, gradient-free pass finds where the transmittance drops
-    below it and later samples are skipped. Returns ``rgb`` ``(N, 3)`` and ``opacity``
-    ``(N,)``; the background is black.
-    """
+    """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6."""
     n = origins.shape[0]
-    span = (far - near).clamp_min(0)
-    n_steps = max(math.ceil(span.max().item() / step) if n else 0, 1)
+    n_steps = max(math.ceil((far - near).clamp_min(0).max().item() / step) if n else 0, 1)
     t = near[:, None] + (torch.arange(n_steps, device=origins.device) + 0.5) * step  # (N, S)
-    valid = t < far[:, None]
+    valid = t < far[:, None]  # and, if given, inside the occupancy: the rest count as empty
     points = origins[:, None] + t[..., None] * directions[:, None]
     if occupancy is not None:
         valid &= occupancy.lookup(points)
-    if early_stop > 0:
+    if early_stop > 0:  # skip the samples whose transmittance is below it
         with torch.no_grad():
             dens, _ = volume.sample(points[valid])
             tau = torch.zeros(n, n_steps, device=origins.device).masked_scatter(valid, volume.optical_depth(dens, step))
@@ -305,21 +217,13 @@ def render_rays(
     return color, opacity
 
 
-# ----------------------------------------------------------------------------- fitting
 def total_variation(grid: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference of neighbouring voxels of ``(1, C, D, H, W)``, summed over axes. Defined in §5.8.
-
-    {cite}`rudin1992nonlinear`
-    """
+    """Mean squared neighbour difference of ``(1, C, D, H, W)`` {cite}`rudin1992nonlinear`. Defined in §5.8."""
     return sum(grid.diff(dim=d).pow(2).mean() for d in (2, 3, 4))
 
 
 def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
-    """Flat indices ``(K,)`` of the voxels of an ``n^3`` grid that a sample inside the hull can touch. Defined in §5.9.
-
-    Trilinear interpolation reads the 8 voxel centres around a sample, so the hull
-    (resampled to ``n``) is grown by one voxel.
-    """
+    """Flat indices ``(K,)`` of an ``n^3`` grid's voxels a hull sample's trilinear lookup can touch. Defined in §5.9."""
     occ = occupancy.grid[None, None].float()
     occ = F.interpolate(occ, size=(volume_size,) * 3, mode="trilinear", align_corners=True) > 0
     occ = F.max_pool3d(occ.float(), 3, stride=1, padding=1) > 0
@@ -327,12 +231,7 @@ def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
 
 
 class MaskedAdam:
-    """Adam {cite}`kingma2015adam` on the voxels listed in ``active`` only, of a ``(1, C, D, H, W)`` parameter.
-
-    Defined in §5.9. Voxels that no sample can reach get no gradient from the renderer,
-    so their Adam state would only be decayed zeros: skipping them turns an update of
-    all ``C n^3`` values into one of ``C K``.
-    """
+    """Adam {cite}`kingma2015adam` on the ``active`` voxels of a ``(1, C, D, H, W)`` parameter only. Defined in §5.9."""
 
     def __init__(
         self, param: torch.nn.Parameter, active: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8
@@ -340,8 +239,7 @@ class MaskedAdam:
         self.param, self.active, self.betas, self.eps = param, active, betas, eps
         self.param_groups = [{"lr": lr}]
         self.m = torch.zeros(param.shape[1], active.shape[0], device=param.device)
-        self.v = torch.zeros_like(self.m)
-        self.t = 0
+        self.v, self.t = torch.zeros_like(self.m), 0
 
     def zero_grad(self, set_to_none: bool = True):
         self.param.grad = None
@@ -363,10 +261,7 @@ class MaskedAdam:
 
 @dataclass
 class TrainRays:
-    """All training rays that meet the hull, precomputed once: ``(N, 3)``/``(N,)`` tensors plus ``view`` ``(N,)``.
-
-    Defined in §5.4.
-    """
+    """All training rays that meet the hull: ``(N, 3)``/``(N,)`` tensors plus ``view`` ``(N,)``. Defined in §5.4."""
 
     origins: torch.Tensor
     directions: torch.Tensor
@@ -380,45 +275,20 @@ class TrainRays:
 
 @torch.no_grad()
 def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
-    """Rays of every pixel of ``views``, clipped to ``occupancy``; rays that miss it are dropped. Defined in §5.4.
-
-    A dropped ray renders black with zero opacity whatever the grid holds, and its target
-    is black background too (the hull projects inside every silhouette), so it carries no
-    gradient: drawing it would be wasted work.
-    """
+    """Rays of every pixel of ``views`` clipped to ``occupancy``; misses (no gradient) dropped. Defined in §5.4."""
     n_views, image_size = views.images.shape[:2]
     half = occupancy.voxel_size * (occupancy.volume_size - 1) / 2
     hull = None if occupancy.grid.all() else occupancy  # no hull: the cube is all there is
     origins, directions, near, far = clipped_rays(views.cameras(), image_size, hull, half)
     keep = far > near
     view = torch.arange(n_views, device=origins.device).repeat_interleave(image_size * image_size)
-    return TrainRays(
-        origins[keep],
-        directions[keep],
-        near[keep],
-        far[keep],
-        views.images.reshape(-1, 3)[keep],
-        views.silhouettes.reshape(-1)[keep],
-        view[keep],
-        origins.shape[0],
-    )
+    rgb, silhouette = views.images.reshape(-1, 3), views.silhouettes.reshape(-1)
+    return TrainRays(*(t[keep] for t in (origins, directions, near, far, rgb, silhouette, view)), origins.shape[0])
 
 
 @dataclass
 class FastSettings(Settings):
-    """Every knob of the fast recipe; ``FastSettings.for_device(device)`` gives the default. Defined in §5.11.
-
-    The switches let Chapter 5 turn each technique on one at a time: ``hull``
-    (empty-space skipping beyond the cube), ``random_rays`` (rays drawn across all views
-    instead of ``images_per_step`` images of ``rays_per_step / images_per_step`` pixels),
-    ``fused`` (one 4-channel lookup), ``density`` (``"softplus"``: step-aware, activation
-    after interpolation; ``"sigmoid"``: Chapter 4's opacity per sample), ``coarse_volume_size``
-    and ``coarse_fraction`` (coarse-to-fine; 0 disables), ``tv_weight``, ``schedule``
-    (``"exp"`` decays smoothly to ``lr * lr_final_factor``; ``"step"`` is Chapter 4's 10x
-    drop at 75 %), ``early_stop`` (transmittance below which samples are dropped; 0
-    disables), ``sparse_adam`` (update only voxels a hull sample can touch).
-    ``step_voxels`` is the sample spacing in voxels of the grid being fitted.
-    """
+    """Every knob of the fast recipe, one switch per technique (0 disables); see ``lr_at``. Defined in §5.11."""
 
     lr: float = 0.05
     eval_every: int = 25
@@ -449,8 +319,7 @@ class FastSettings(Settings):
         self.images_per_step = checks.integer("FastSettings.images_per_step", self.images_per_step)
         if not self.random_rays and self.rays_per_step < self.images_per_step:
             raise ValueError(
-                f"rays_per_step={self.rays_per_step} gives no ray to some of the {self.images_per_step} "
-                "images of a step; use at least one ray per image."
+                f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
             )
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
             raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} training views.")
@@ -462,15 +331,14 @@ class FastSettings(Settings):
         self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
         if self.coarse_volume_size and not 2 <= self.coarse_volume_size <= self.volume_size:
             raise ValueError(
-                f"coarse_volume_size must be 0 (off) or 2 to volume_size={self.volume_size}, "
-                f"got {self.coarse_volume_size}."
+                f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {self.coarse_volume_size}."
             )
         self.tv_weight = checks.number("FastSettings.tv_weight", self.tv_weight, 0.0)
         self.early_stop = checks.number("FastSettings.early_stop", self.early_stop, 0.0, 0.5)
         self.init_density = checks.number("FastSettings.init_density", self.init_density, -30.0, 10.0)
 
     def lr_at(self, iteration: int) -> float:
-        """The learning rate of ``iteration`` under ``schedule``."""
+        """The lr of ``iteration``: ``"exp"`` decays to ``lr * lr_final_factor``, ``"step"`` is Chapter 4's."""
         if self.schedule == "exp":
             return self.lr * self.lr_final_factor ** (iteration / max(self.n_iter - 1, 1))
         if self.schedule == "step":
@@ -500,15 +368,7 @@ def fit(
     callback=None,
     occupancy: Occupancy | None = None,
 ):
-    """Fit a :class:`FastVolume` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §5.11.
-
-    Runs on the device of ``train``'s tensors; the model renders whole images of the
-    training size for any cameras. ``heldout`` views are scored every
-    ``settings.eval_every`` iterations and at the end (outside the fitting time);
-    ``callback(iteration, model, evaluation)`` runs after each evaluation, as in
-    Chapter 4. Pass ``occupancy`` to reuse a hull already carved (its carving is then not
-    counted in the fitting time). Raises ``metrics.DivergenceError`` when the fit diverges.
-    """
+    """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.11."""
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
     settings.check(n_views=len(train))
@@ -518,14 +378,11 @@ def fit(
         heldout = heldout.to(device)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     history = FitHistory()
-
     start = clock(device)
-    if occupancy is None:
-        occupancy = (
-            carve(train.silhouettes, train.cameras(), settings.volume_size)
-            if settings.hull
-            else Occupancy.full(settings.volume_size, device)
-        )
+    if occupancy is None and settings.hull:
+        occupancy = carve(train.silhouettes, train.cameras(), settings.volume_size)
+    elif occupancy is None:
+        occupancy = Occupancy.full(settings.volume_size, device)
     occupancy = occupancy.to(device)
     rays = prepare_rays(train, occupancy)
     coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
@@ -535,16 +392,12 @@ def fit(
             return MaskedAdam(volume.grid, active_voxels(occupancy, volume.volume_size), settings.lr)
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
-    volume = FastVolume(
-        settings.coarse_volume_size if coarse_iters else settings.volume_size,
-        settings.density,
-        settings.fused,
-        settings.init_density,
-        unit=VOLUME_EXTENT / settings.volume_size,
-        occupancy=occupancy if settings.hull else None,
-        image_size=train.images.shape[1],
-        step_voxels=settings.step_voxels,
-    ).to(device)
+    size = settings.coarse_volume_size if coarse_iters else settings.volume_size
+    kw = dict(
+        unit=VOLUME_EXTENT / settings.volume_size, image_size=train.images.shape[1], step_voxels=settings.step_voxels
+    )
+    hull = occupancy if settings.hull else None
+    volume = FastVolume(size, settings.density, settings.fused, settings.init_density, occupancy=hull, **kw).to(device)
     optimizer = make_optimizer(volume)
     lo, hi = occupancy.bounds()
     fit_seconds = clock(device) - start  # carving the hull and clipping the rays count as fitting
@@ -567,15 +420,9 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = settings.lr_at(it)
         idx = _draw(rays, settings, len(train), gen)
+        batch = (rays.origins[idx], rays.directions[idx], rays.near[idx], rays.far[idx])
         rgb, opacity = render_rays(
-            volume,
-            rays.origins[idx],
-            rays.directions[idx],
-            rays.near[idx],
-            rays.far[idx],
-            settings.step_voxels * volume.voxel_size,
-            volume.occupancy,
-            settings.early_stop,
+            volume, *batch, settings.step_voxels * volume.voxel_size, volume.occupancy, settings.early_stop
         )
         loss = huber(rgb, rays.rgb[idx]).mean() + huber(opacity, rays.silhouette[idx]).mean()
         if settings.tv_weight:

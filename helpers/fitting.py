@@ -1,11 +1,4 @@
-"""Chapter 4: fitting a voxel grid to the multi-view images.
-
-The model (``VolumeModel``, §4.1) is a grid of logits rendered by PyTorch3D's
-``VolumeRenderer`` (§4.2); ``fit`` (§4.7) takes Adam steps on random rays (§4.4) with the
-loss and metrics of ``helpers.metrics``. ``FitSettings`` (§4.5) holds every number of a
-fit; ``save_volume``/``load_volume`` (§4.9) keep a fit, of this chapter's model or of
-Chapter 5's ``FastVolume``, for later chapters.
-"""
+"""Chapter 4: fitting a voxel grid to the multi-view images, and keeping the fit (of Chapter 5's too)."""
 
 from __future__ import annotations
 
@@ -25,18 +18,7 @@ from .rays import VOLUME_EXTENT
 
 
 class VolumeModel(torch.nn.Module):
-    """A voxel grid of densities and RGB colours, rendered by a PyTorch3D ``VolumeRenderer``. Defined in §4.1.
-
-    The parameters are the *logits* of densities ``(1, D, H, W)`` and colours
-    ``(3, D, H, W)``; a sigmoid maps them to [0, 1], so no optimiser step can leave the
-    valid range. Densities start at ``sigmoid(-4) ~ 0.018`` (almost empty space that still
-    passes gradients) and colours at ``sigmoid(0) = 0.5``. The grid is centred on the
-    world origin with ``voxel_size`` world units per voxel (``Volumes``' conventions).
-
-    ``forward(cameras)`` renders whole images ``(B, H, W, 4)`` (RGB, then opacity) with
-    the model's ``renderer``; a training step calls its own random-ray renderer on
-    :meth:`volumes` instead (§4.6).
-    """
+    """A grid of density ``(1, D, H, W)`` and colour ``(3, D, H, W)`` *logits*. Defined in §4.1."""
 
     def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
         super().__init__()
@@ -45,13 +27,13 @@ class VolumeModel(torch.nn.Module):
             raise ValueError(f"volume_size must be an integer or three integers (D, H, W), got {volume_size!r}.")
         size = tuple(checks.integer("volume_size", n, minimum=2) for n in size)
         self.voxel_size = checks.number("voxel_size", voxel_size, 0.0, low_open=True)
-        self.log_densities = torch.nn.Parameter(torch.full((1, *size), -4.0))
+        self.log_densities = torch.nn.Parameter(torch.full((1, *size), -4.0))  # 0.018: almost empty, has gradients
         self.log_colors = torch.nn.Parameter(torch.zeros(3, *size))
         self.renderer = renderer
 
     @property
     def densities(self) -> torch.Tensor:
-        """Densities in [0, 1] (the opacity of one sample), ``(1, D, H, W)``."""
+        """``(1, D, H, W)``: the opacity of one sample."""
         return torch.sigmoid(self.log_densities)
 
     @property
@@ -60,7 +42,7 @@ class VolumeModel(torch.nn.Module):
         return torch.sigmoid(self.log_colors)
 
     def volumes(self, batch_size: int = 1):
-        """The grid as a PyTorch3D ``Volumes`` batch of ``batch_size`` (expanded views of one grid)."""
+        """The grid as a ``Volumes`` batch of ``batch_size`` (expanded views of one grid)."""
         from pytorch3d.structures import Volumes
 
         return Volumes(
@@ -70,22 +52,14 @@ class VolumeModel(torch.nn.Module):
         )
 
     def forward(self, cameras) -> torch.Tensor:
-        """Render ``cameras`` with the model's renderer: ``(B, H, W, 4)``, RGB then opacity."""
         return self.renderer(cameras=cameras, volumes=self.volumes(len(cameras)))[0]
 
     def config(self) -> dict:
         """What :func:`load_volume` needs to rebuild the model (besides its tensors)."""
         rs = self.renderer.renderer.raysampler  # a VolumeRenderer from make_renderer
-        return {
-            "volume_size": tuple(self.log_densities.shape[1:]),
-            "voxel_size": self.voxel_size,
-            "render": {
-                "image_size": tuple(rs._xy_grid.shape[:2]),
-                "n_pts_per_ray": rs._n_pts_per_ray,
-                "min_depth": rs._min_depth,
-                "max_depth": rs._max_depth,
-            },
-        }
+        render = dict(image_size=tuple(rs._xy_grid.shape[:2]), n_pts_per_ray=rs._n_pts_per_ray)
+        render.update(min_depth=rs._min_depth, max_depth=rs._max_depth)
+        return {"volume_size": tuple(self.log_densities.shape[1:]), "voxel_size": self.voxel_size, "render": render}
 
     @classmethod
     def from_config(cls, config: dict) -> VolumeModel:
@@ -99,57 +73,30 @@ def make_renderer(
     max_depth: float = VOLUME_EXTENT,
     n_rays_per_image: int | None = None,
 ):
-    """The original tutorial's ``VolumeRenderer``: ``NDCMultinomialRaysampler`` + ``EmissionAbsorptionRaymarcher``.
-
-    Defined in §4.2 (random rays: §4.4).
-    ``image_size`` is an int or ``(H, W)``. With ``n_rays_per_image=None`` the
-    raysampler shoots one ray through every pixel centre (the tutorial's
-    ``NDCGridRaysampler``, the deprecated name of the same class); with an int
-    it draws that many distinct pixels per image at random (multinomial
-    sampling without replacement) on every call. ``min_depth``/``max_depth``
-    bound the view-space depth (z) of the ``n_pts_per_ray`` evenly spaced points.
-    """
+    """The tutorial's ``VolumeRenderer``; ``n_rays_per_image=None``: all pixels, or that many. Defined in §4.2."""
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-    raysampler = NDCMultinomialRaysampler(
-        image_width=w,
-        image_height=h,
-        n_pts_per_ray=n_pts_per_ray,
-        min_depth=min_depth,
-        max_depth=max_depth,
-        n_rays_per_image=n_rays_per_image,
-    )
+    depth = dict(n_pts_per_ray=n_pts_per_ray, min_depth=min_depth, max_depth=max_depth)
+    raysampler = NDCMultinomialRaysampler(image_width=w, image_height=h, n_rays_per_image=n_rays_per_image, **depth)
     return VolumeRenderer(raysampler=raysampler, raymarcher=EmissionAbsorptionRaymarcher())
 
 
 def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
-    """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4.
-
-    PyTorch3D's NDC has +X pointing left and +Y up, with the shorter image side
-    spanning [-1, 1]; ``grid_sample``'s x points right and y down, each side
-    spanning [-1, 1] edge to edge (``align_corners=False``). So both coordinates are
-    negated (and divided by the aspect range on the longer side). At the pixel centres
-    an ``NDCMultinomialRaysampler`` uses, the bilinear interpolation returns the pixels
-    exactly. (PyTorch3D's NeRF tutorial passes ``align_corners=True``, which is half a
-    pixel off for these centres.)
-    """
+    """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4."""
     b, h, w, c = images.shape
     checks.shape("xys", xys, f"(B={b}, ..., 2)", xys.shape[0] == b and xys.shape[-1] == 2)
     short = min(h, w)
     scale = xys.new_tensor([w / short, h / short])
-    grid = -(xys / scale).reshape(b, -1, 1, 2)
+    grid = -(xys / scale).reshape(b, -1, 1, 2)  # grid_sample's x points right, y down, [-1, 1] edge to edge
+    # align_corners=False reads pixel centres exactly (PyTorch3D's NeRF tutorial's True is half a pixel off)
     out = torch.nn.functional.grid_sample(images.permute(0, 3, 1, 2), grid, align_corners=False)
     return out[..., 0].permute(0, 2, 1).reshape(*xys.shape[:-1], c)
 
 
 @dataclass
 class Settings:
-    """What every fit has: grid size, iterations, learning rate, evaluation period, seed. Defined in §4.5.
-
-    ``for_device(device)`` gives a subclass's defaults for that device: the class
-    attribute ``CPU`` or ``GPU`` lists the fields that differ from the dataclass defaults.
-    """
+    """What every fit has; ``for_device(device)`` applies the class attribute ``CPU`` or ``GPU``. Defined in §4.5."""
 
     volume_size: int = 128
     n_iter: int = 300
@@ -175,12 +122,7 @@ class Settings:
 
 @dataclass
 class FitSettings(Settings):
-    """Everything that defines a Chapter 4 fit; the defaults are the original tutorial's recipe. Defined in §4.5.
-
-    ``n_rays_per_image=None`` renders whole images. ``lr`` drops tenfold after
-    ``round(lr_drop_at * n_iter)`` iterations. Every ``eval_every`` iterations (and at the
-    start and the end) the held-out views are scored; ``eval_every=0``: only at the end.
-    """
+    """A Chapter 4 fit; the tutorial's recipe, ``lr`` dropping tenfold at ``lr_drop_at * n_iter``. Defined in §4.5."""
 
     n_pts_per_ray: int = 150
     batch_size: int = 10
@@ -188,9 +130,7 @@ class FitSettings(Settings):
     n_rays_per_image: int | None = None
     min_depth: float = 0.1
     max_depth: float = VOLUME_EXTENT
-    # On a CPU: 1,024 random rays per image, and the 96 points of each ray spread over the depths
-    # where the volume can be seen from 2.7 away (2.7 -/+ 1.5) instead of the tutorial's 0.1 to 3.0,
-    # which wastes its first 25 points and stops short of the cow's far side (Chapter 2).
+    # CPU: 96 points where the volume can be (2.7 -/+ 1.5); the tutorial's 0.1 to 3.0 misses the far side (§2)
     CPU: ClassVar[dict] = dict(
         n_rays_per_image=1024, n_iter=120, eval_every=30, n_pts_per_ray=96, min_depth=1.2, max_depth=4.2
     )
@@ -212,42 +152,24 @@ class FitSettings(Settings):
             self.n_rays_per_image = checks.integer("FitSettings.n_rays_per_image", self.n_rays_per_image)
             if n_pixels is not None and self.n_rays_per_image > n_pixels:
                 raise ValueError(
-                    f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels of an "
-                    "image; use None to render whole images."
+                    f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels; use None (whole images)."
                 )
         if n_views is not None and self.batch_size > n_views:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the {n_views} training views; use at most {n_views}."
-            )
+            raise ValueError(f"batch_size={self.batch_size} is larger than the {n_views} training views.")
 
 
 def check_views(name: str, views) -> None:
     """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts. Defined in §4.7."""
     images, silhouettes = views.images, views.silhouettes
     checks.shape(f"{name}.images", images, "(N, H, W, 3)", images.dim() == 4 and images.shape[-1] == 3)
-    checks.shape(
-        f"{name}.silhouettes",
-        silhouettes,
-        f"(N, H, W) = {tuple(images.shape[:3])}",
-        silhouettes.shape == images.shape[:3],
-    )
+    nhw = tuple(images.shape[:3])
+    checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {nhw}", silhouettes.shape == nhw)
     for label, t in ((f"{name}.images", images), (f"{name}.silhouettes", silhouettes)):
         checks.finite(label, t, "re-render the views (delete the dataset's cache file) before fitting")
 
 
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
-    """Fit a :class:`VolumeModel` to the views ``train`` (a ``data.CowViews``); return ``(model, history)``.
-
-    Defined in §4.7. Runs on the device of ``train``'s tensors. Each iteration renders a
-    random minibatch of ``settings.batch_size`` training cameras (whole images, or
-    ``n_rays_per_image`` random rays of each), scores it with the Huber loss on colours
-    plus the Huber loss on silhouettes (opacity), and takes an Adam step; the learning
-    rate drops tenfold at ``lr_drop_at``. With ``heldout`` views, whole images are
-    rendered and scored before training, every ``eval_every`` iterations and at the end;
-    ``callback(iteration, model, evaluation)`` then gets the dict ``metrics.evaluate``
-    returns. The model renders whole images of the held-out size. Raises ``ValueError``
-    for impossible settings or data, ``metrics.DivergenceError`` when the fit diverges.
-    """
+    """Fit a :class:`VolumeModel` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §4.7."""
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)
     n_views, height, width = train.images.shape[:3]
@@ -256,7 +178,6 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)
-
     torch.manual_seed(settings.seed)  # the raysampler draws its rays from the global generator
     depth = dict(n_pts_per_ray=settings.n_pts_per_ray, min_depth=settings.min_depth, max_depth=settings.max_depth)
     train_renderer = make_renderer((height, width), n_rays_per_image=settings.n_rays_per_image, **depth)
@@ -276,7 +197,9 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
                 callback(iteration, model, result)
 
     run_eval(0, 0.0)
-    bar = _progress_bar(settings.n_iter, progress)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=settings.n_iter, desc="fitting", unit="it", disable=not progress)
     elapsed = 0.0
     for iteration in range(settings.n_iter):
         start = clock(device)
@@ -294,44 +217,22 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
         optimizer.step()
         elapsed += clock(device) - start
         history.log_step(iteration + 1, loss.item(), elapsed)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
+        bar.update(1)
+        bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
         try:
             check_divergence(history, lr=settings.lr)
         except FloatingPointError:
-            if bar is not None:
-                bar.close()
+            bar.close()
             raise
         done = iteration + 1
         if done == settings.n_iter or (settings.eval_every and done % settings.eval_every == 0):
             run_eval(done, elapsed)
-    if bar is not None:
-        bar.close()
+    bar.close()
     return model, history
 
 
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="fitting", unit="it")
-
-
 def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, device="cpu"):
-    """``n_frames`` ``FoVPerspectiveCameras`` on a full turn around the world's +Y axis. Defined in §4.8.
-
-    The original tutorial's construction: rotations ``so3_exp_map`` of axis-angle vectors
-    ``(0, theta, 0)`` and the translation ``(0, 0, dist)``, so every camera looks
-    at the origin from ``dist``. Angles are ``2 pi k / n_frames`` (the tutorial went
-    to 2 x 3.14 and included the end point, so its loop repeated, almost, its
-    first frame). ``elevation`` (degrees, positive = looking down from above)
-    tilts every camera about its own X axis first. Frame ``k`` equals
-    ``look_at_view_transform(dist, elevation, azim=180 + 360 k / n_frames)``:
-    the turn starts in front of the cow's face. Same intrinsics as the
-    training views (PyTorch3D's defaults).
-    """
+    """A camera turn about +Y: frame k is ``look_at_view_transform(dist, elevation, 180 + 360k/n)``. Defined in §4.8."""
     from pytorch3d.renderer import FoVPerspectiveCameras
     from pytorch3d.transforms import so3_exp_map
 
@@ -339,17 +240,14 @@ def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, d
     log_rotations = torch.zeros(n_frames, 3, device=device)
     log_rotations[:, 1] = torch.arange(n_frames, device=device) * (2 * math.pi / n_frames)
     R = so3_exp_map(log_rotations)
-    if elevation:
-        tilt = torch.zeros(1, 3, device=device)
-        tilt[0, 0] = math.radians(elevation)
-        R = R @ so3_exp_map(tilt)
+    if elevation:  # tilt about each camera's own X axis first
+        R = R @ so3_exp_map(torch.tensor([[math.radians(elevation), 0.0, 0.0]], device=device))
     T = torch.zeros(n_frames, 3, device=device)
     T[:, 2] = dist
     return FoVPerspectiveCameras(R=R, T=T, device=device)
 
 
-#: Bump when the saved layout changes: older files are then refused with a clear message.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2  # bump when the saved layout changes: older files are then refused
 
 
 def fit_path(chapter: int) -> Path:
@@ -368,28 +266,16 @@ def _digest(state: dict) -> str:
 
 
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:
-    """Save a fitted model (a :class:`VolumeModel` or Chapter 5's ``FastVolume``) to ``path``. Defined in §4.9.
-
-    The file holds the model's tensors with a SHA-256 of them, what rebuilds the model,
-    ``settings``, ``history`` and any keyword ``info`` (numbers, strings). It is written
-    to a temporary file first and renamed, so a failed save leaves no partial file.
-    """
+    """Save a fitted model, its SHA-256, ``settings``, ``history`` and ``info`` (never partially). Defined in §4.9."""
     if not hasattr(model, "config"):
         raise TypeError(f"save_volume saves a VolumeModel or a FastVolume, got {type(model).__name__}.")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for key, value in state.items():
         checks.finite(f"the model's {key}", value, "this fit diverged; fit again with a lower lr before saving")
-    payload = {
-        "format": FORMAT_VERSION,
-        "kind": type(model).__name__,
-        "state": state,
-        "sha256": _digest(state),
-        "config": model.config(),
-        "settings": dataclasses.asdict(settings) if settings is not None else None,
-        "settings_kind": type(settings).__name__ if settings is not None else None,
-        "history": dataclasses.asdict(history) if history is not None else None,
-        "info": info,
-    }
+    payload = dict(format=FORMAT_VERSION, kind=type(model).__name__, state=state, sha256=_digest(state), info=info)
+    payload.update(config=model.config(), settings_kind=type(settings).__name__ if settings is not None else None)
+    for key, value in (("settings", settings), ("history", history)):
+        payload[key] = dataclasses.asdict(value) if value is not None else None
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -399,27 +285,17 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
         if tmp.is_file():
             tmp.unlink()
-        raise OSError(
-            f"Could not save the fit to {path}: {exc}. Choose a writable path (for the book's cache, "
-            "set VOLRENDER_CACHE to a writable folder)."
-        ) from exc
+        raise OSError(f"Could not save the fit to {path}: {exc}. Choose a writable path or VOLRENDER_CACHE.") from exc
 
 
 def load_volume(path, device="cpu"):
-    """Load a model saved by :func:`save_volume`, on ``device``. Defined in §4.9.
-
-    The stored ``settings``, ``history`` (a ``metrics.FitHistory``) and ``info`` are
-    attached as attributes. A missing, truncated, corrupted, foreign or outdated file is
-    refused with a message that names it and says how to make it again.
-    """
+    """Load a model saved by :func:`save_volume` on ``device``; ``settings`` etc. become attributes. Defined in §4.9."""
     from . import fast
 
     path = Path(path)
     remake = "Delete it and re-run the chapter that saves it (Chapter 4 or 5), or save_volume again."
     if not path.is_file():
-        raise FileNotFoundError(
-            f"No fitted volume at {path}. Run Chapter 4 (or 5), or fit and save_volume, to create it."
-        )
+        raise FileNotFoundError(f"No fitted volume at {path}; run Chapter 4 (or 5), or save_volume, to make it.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file

@@ -1,10 +1,6 @@
 """The visual hull: space the silhouettes cannot rule out (Chapter 2, §2.8; used again in Chapter 5).
 
-A grid of ``volume_size^3`` voxels fills the cube of side ``rays.VOLUME_EXTENT`` centred
-on the origin, indexed like ``pytorch3d.structures.Volumes``: ``grid[z, y, x]``, with
-voxel centres from ``-(n-1)/2 * s`` to ``+(n-1)/2 * s`` where ``s = extent / n``.
-:class:`Occupancy` holds the boolean grid as a buffer (so ``.to(device)`` moves it, as
-DirectVoxGO's masks do) and answers "is this point in an occupied voxel?".
+``n^3`` voxels ``grid[z, y, x]`` fill the cube of side ``rays.VOLUME_EXTENT``, centres ``(i - (n-1)/2) * extent / n``.
 """
 
 from __future__ import annotations
@@ -27,11 +23,7 @@ def voxel_centers(volume_size: int, extent: float = VOLUME_EXTENT, device=None) 
 
 
 class Occupancy(torch.nn.Module):
-    """A boolean voxel grid ``(n, n, n)`` over the volume's cube. Defined in §2.8.
-
-    ``lookup(points)`` reads the *nearest* voxel, so a point counts as occupied when it
-    lies in an occupied voxel's cell; points outside the cube are never occupied.
-    """
+    """A boolean voxel grid ``(n, n, n)`` over the volume's cube, a buffer so ``.to`` moves it. Defined in §2.8."""
 
     def __init__(self, grid: torch.Tensor, extent: float = VOLUME_EXTENT):
         super().__init__()
@@ -49,11 +41,11 @@ class Occupancy(torch.nn.Module):
         return self.extent / self.volume_size
 
     def lookup(self, points: torch.Tensor) -> torch.Tensor:
-        """Occupancy ``(...)`` of the voxels nearest to ``points`` ``(..., 3)``; False outside the cube."""
+        """Occupancy ``(...)`` of the voxel *nearest* to each of ``points`` ``(..., 3)``; False outside the cube."""
         n = self.volume_size
         idx = torch.round(points / self.voxel_size + 0.5 * (n - 1))
         inside = ((idx >= 0) & (idx <= n - 1)).all(-1)
-        # the flat index as one float dot product (exact below 2^24 voxels): one cast instead of three
+        # the flat index as one float dot product (exact below 2^24 voxels): one cast, not three
         strides = torch.tensor([1.0, n, n * n], device=points.device, dtype=points.dtype)
         flat = (idx.clamp(0, n - 1) @ strides).long()
         return self.grid.reshape(-1)[flat] & inside
@@ -65,8 +57,7 @@ class Occupancy(torch.nn.Module):
             zero = torch.zeros(3, device=self.grid.device)
             return zero, zero
         s = self.voxel_size
-        first = (idx.amin(0).flip(0).float() - 0.5 * (self.volume_size - 1)) * s
-        last = (idx.amax(0).flip(0).float() - 0.5 * (self.volume_size - 1)) * s
+        first, last = ((i.flip(0).float() - 0.5 * (self.volume_size - 1)) * s for i in (idx.amin(0), idx.amax(0)))
         return first - s / 2, last + s / 2
 
     @classmethod
@@ -78,30 +69,17 @@ class Occupancy(torch.nn.Module):
 
 @torch.no_grad()
 def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
-    """Silhouette carving {cite}`laurentini1994visual`: keep the voxels whose centre every view sees on the object.
-
-    Defined in §2.8. ``silhouettes`` ``(N, H, W)`` (nonzero = object) were seen by the
-    ``N`` ``cameras``. A view in which a voxel falls outside the image (or behind the
-    camera) says nothing about it. Testing only voxel *centres* carves away parts thinner
-    than a voxel (a horn may miss every centre), so the result is grown by ``dilate``
-    voxels in every direction: with ``dilate >= 1`` it contains the object, which is what
-    empty-space skipping (Chapter 5) needs.
-    """
+    """Carve {cite}`laurentini1994visual`: voxels whose centre all ``(N, H, W)`` silhouettes cover. Defined in §2.8."""
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
-    checks.shape(
-        "silhouettes",
-        silhouettes,
-        f"(N, H, W) with N = {len(cameras)} cameras",
-        silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras),
-    )
+    ok = silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras)
+    checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras", ok)
     n_views, height, width = silhouettes.shape
     device = silhouettes.device
     centers = voxel_centers(volume_size, device=device).reshape(-1, 3)
     alive = torch.arange(centers.shape[0], device=device)
-    # One view at a time, testing only the voxels still alive: the first views carve most of
-    # the box, so later ones have little left to test. Interleaving the views makes
-    # consecutive ones look from different sides.
+    # Only the voxels still alive are tested, and interleaved views look from different sides,
+    # so the first views carve most of the box.
     step = max(1, math.isqrt(n_views))
     for view in [v for s in range(step) for v in range(s, n_views, step)]:
         xy, depth = project(cameras[view], centers[alive][None])
@@ -113,6 +91,6 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     grid = torch.zeros(centers.shape[0], dtype=torch.bool, device=device)
     grid[alive] = True
     grid = grid.reshape(1, 1, volume_size, volume_size, volume_size)
-    if dilate:
+    if dilate:  # centres miss parts thinner than a voxel: with dilate >= 1 the hull contains the object
         grid = torch.nn.functional.max_pool3d(grid.float(), 2 * dilate + 1, stride=1, padding=dilate) > 0
     return Occupancy(grid.reshape((volume_size,) * 3))

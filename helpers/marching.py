@@ -1,37 +1,14 @@
 """Chapter 3: sampling a voxel grid along rays and marching the rays into pixels.
 
-From-scratch twins of PyTorch3D's volume rendering parts, in plain PyTorch:
-
-- ``sample_volume``       trilinear sampling of densities and features at world
-                          points, the twin of ``VolumeSampler`` (Volumes conventions);
-- ``emission_absorption`` / ``EmissionAbsorption``  the twin of
-                          ``EmissionAbsorptionRaymarcher``;
-- ``absorption_only`` / ``AbsorptionOnly``  the twin of ``AbsorptionOnlyRaymarcher``;
-- ``alpha_from_sigma``    the step-length-aware opacity ``1 - exp(-sigma * delta)``
-                          (NeRF's quadrature), which PyTorch3D's raymarcher does not apply;
-- ``Renderer``            raysampler + volume sampling + raymarcher, the twin of
-                          ``VolumeRenderer``.
-
 Conventions (those of ``pytorch3d.structures.Volumes``):
-
 - densities ``(B, 1, D, H, W)``, features ``(B, C, D, H, W)``; index ``[.., z, y, x]``.
-- *local* coordinates ``(x, y, z)`` in ``[-1, 1]`` index width, height and depth, in that
-  order (the reverse of the tensor's dimension order), as ``torch.nn.functional.grid_sample``.
-- world <-> local, with ``size = (W, H, D)``::
+- *local* ``(x, y, z)`` in ``[-1, 1]`` index W, H, D (the tensor's order reversed), as in ``grid_sample``;
+  ``x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation`` with ``size = (W, H, D)``.
+  Note the minus sign: the volume's centre sits at ``-volume_translation``.
+- ``align_corners=True`` (the default): local +-1 are the corner voxels' *centres*, ``voxel_size`` apart.
+  With ``False`` they are their outer *faces*, the world mapping unchanged: centres ``voxel_size * (n-1)/n`` apart.
 
-      x_world = x_local * 0.5 * voxel_size * (size - 1) - volume_translation
-      x_local = (x_world + volume_translation) / (0.5 * voxel_size * (size - 1))
-
-  Note the minus sign: the volume's centre sits at ``-volume_translation`` in the world.
-- ``align_corners=True`` (the default): local -1 and +1 are the *centres* of the corner
-  voxels, so neighbouring voxel centres are exactly ``voxel_size`` apart. With ``False``
-  they are the outer *faces* of the corner voxels (grid_sample's meaning), while the
-  world mapping above is unchanged, so voxel centres end up ``voxel_size * (n-1)/n`` apart.
-
-Rays come from any raysampler returning PyTorch3D's ``RayBundle`` (``origins (B, ..., 3)``,
-``directions (B, ..., 3)``, ``lengths (B, ..., P)``); a ray's points are
-``origins + lengths * directions``. Chapter 2's ``helpers.rays.GridRaysampler`` and
-PyTorch3D's ``NDCMultinomialRaysampler`` are interchangeable here.
+Rays are ``RayBundle`` s: ``rays.GridRaysampler`` and ``NDCMultinomialRaysampler`` are interchangeable.
 """
 
 from __future__ import annotations
@@ -41,22 +18,15 @@ import torch
 from . import checks
 from .rays import ray_points
 
-# Sampled densities are convex combinations of voxel values, so they stay in [0, 1] up to
-# rounding; this tolerance accepts rounding and nothing else.
+# Sampled densities are convex combinations of voxel values: this accepts rounding, nothing else.
 _BOUNDS_TOL = 1e-5
-
-
-def _check_finite(name: str, x: torch.Tensor) -> None:
-    checks.finite(name, x, "check what produced it (e.g. a diverged optimisation or a division by zero)")
 
 
 def _check_unit_interval(name: str, x: torch.Tensor) -> None:
     lo, hi = x.min().item(), x.max().item()
     if lo < -_BOUNDS_TOL or hi > 1 + _BOUNDS_TOL:
         raise ValueError(
-            f"{name} must lie in [0, 1] for PyTorch3D's emission-absorption form (each value is "
-            f"the opacity of one sample), got values in [{lo:.4g}, {hi:.4g}]. Squash raw values "
-            "with torch.sigmoid, or convert a physical density sigma >= 0 with alpha_from_sigma."
+            f"{name} (opacities) must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; use torch.sigmoid or alpha_from_sigma."
         )
 
 
@@ -68,20 +38,13 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
     elif t.shape == (3,):
         t = t[None]
     if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] not in (1, 3):
-        raise ValueError(
-            f"{name} must be a number, 3 numbers, or a tensor of shape (3,), (1, 3), "
-            f"({batch}, 1) or ({batch}, 3); got shape {tuple(t.shape)}."
-        )
-    _check_finite(name, t)
+        raise ValueError(f"{name} must be 1 or 3 numbers per volume ({batch} volumes), got shape {tuple(t.shape)}.")
+    checks.finite(name, t)
     return t.expand(batch, 3)
 
 
 def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translation=(0.0, 0.0, 0.0)) -> torch.Tensor:
-    """Map world points ``(B, ..., 3)`` to a volume's local coordinates ``(B, ..., 3)``. Defined in §3.1.
-
-    ``grid_size`` is the volume's ``(D, H, W)``; ``voxel_size`` and
-    ``volume_translation`` are as in ``Volumes`` (see the module docstring).
-    """
+    """World points ``(B, ..., 3)`` to local coordinates of a ``(D, H, W)`` grid (module docstring). Defined in §3.1."""
     batch = points.shape[0]
     depth, height, width = (int(s) for s in grid_size)
     if min(depth, height, width) < 2:
@@ -94,17 +57,7 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 
 
 def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
-    """Trilinear interpolation of ``grid`` ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``.
-
-    ``local`` is ``(x, y, z)`` in grid_sample's convention; outside the grid the
-    volume is zero (``padding_mode="zeros"``). Written out by hand, it gives the same
-    numbers as ``grid_sample(grid, local[:, :, None, None], mode="bilinear")`` (which
-    calls a 3-D linear interpolation "bilinear"). For the backward pass it keeps an index
-    and a weight for each of the 8 corners of every point (about 100 bytes), where
-    ``grid_sample`` keeps the point's 3 coordinates: clear rather than frugal.
-
-    Defined in §3.2.
-    """
+    """``grid_sample`` by hand: ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``. Defined in §3.2."""
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
     # Zero padding made literal: a border of zero voxels, so every corner index is valid.
@@ -137,58 +90,31 @@ def sample_volume(
     volume_translation=(0.0, 0.0, 0.0),
     align_corners: bool = True,
 ):
-    """Sample a batch of voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
+    """Sample voxel grids at world points; the twin of PyTorch3D's ``VolumeSampler``. Defined in §3.2.
 
-    Args:
-        densities: ``(B, 1, D, H, W)``.
-        features: ``(B, C, D, H, W)`` or ``None``.
-        points: world points ``(B, ..., 3)``, e.g. ``(B, H_img, W_img, P, 3)`` ray points.
-        voxel_size, volume_translation, align_corners: as in ``Volumes``.
-
-    Returns:
-        ``point_densities (B, ..., 1)`` and ``point_features (B, ..., C)`` (``C = 0``
-        when ``features`` is None), trilinearly interpolated, zero outside the volume.
+    Densities, features (or ``None``: ``C = 0``) at ``points`` ``(B, ..., 3)`` -> ``(B, ..., 1)``, ``(B, ..., C)``.
     """
     if densities.ndim != 5 or densities.shape[1] != 1:
         raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
     if features is not None and (
         features.ndim != 5 or features.shape[0] != densities.shape[0] or features.shape[2:] != densities.shape[2:]
     ):
-        raise ValueError(
-            f"features must have shape (B, C, D, H, W) matching densities {tuple(densities.shape)} "
-            f"in B, D, H and W; got {tuple(features.shape)}."
-        )
+        raise ValueError(f"features must have shape (B, C, D, H, W) as densities, got {tuple(features.shape)}.")
     if points.ndim < 2 or points.shape[-1] != 3:
         raise ValueError(f"points must have shape (B, ..., 3), got {tuple(points.shape)}.")
     if points.shape[0] != densities.shape[0]:
         raise ValueError(
-            f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; "
-            "expand the volume to the camera batch (tensor.expand) so each ray batch has its volume."
+            f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; expand the volume."
         )
-    _check_finite("densities", densities)
-    _check_finite("points", points)
+    checks.finite("densities", densities)
+    checks.finite("points", points)
     grid = densities if features is None else torch.cat([densities, features], dim=1)
     if features is not None:
-        _check_finite("features", features)
+        checks.finite("features", features)
     local = world_to_local(points, densities.shape[2:], voxel_size, volume_translation)
     values = trilinear(grid, local.reshape(points.shape[0], -1, 3), align_corners)  # (B, P_all, 1 + C)
     values = values.reshape(*points.shape[:-1], grid.shape[1])
     return values[..., :1], values[..., 1:]
-
-
-def volume_geometry(volumes):
-    """``voxel_size (B, 3)`` and ``volume_translation (B, 3)`` of a ``pytorch3d.structures.Volumes``. Defined in §3.2.
-
-    ``Volumes`` keeps only its local-to-world matrix (row vectors:
-    ``x_world = x_local @ M[:3, :3] + M[3, :3]``); we read the two back from it.
-    """
-    matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
-    linear = matrix[:, :3, :3]
-    scale = torch.diagonal(linear, dim1=1, dim2=2)
-    if not torch.equal(linear, torch.diag_embed(scale)):
-        raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
-    size_xyz = volumes.get_grid_sizes().flip(-1).to(matrix.dtype)  # (D, H, W) -> (W, H, D)
-    return 2.0 * scale / (size_xyz - 1), -matrix[:, 3, :3]
 
 
 def emission_absorption(
@@ -196,50 +122,35 @@ def emission_absorption(
 ) -> torch.Tensor:
     """Render rays: the twin of PyTorch3D's ``EmissionAbsorptionRaymarcher``. Defined in §3.3.
 
-    Args:
-        densities: ``(..., P, 1)`` per-sample opacities in [0, 1], nearest sample first.
-        features: ``(..., P, C)`` per-sample colours (or any features).
-        eps: added to ``1 - density`` inside the transmittance, as PyTorch3D does. In
-            float32 ``1 + 1e-10`` rounds to 1, so the default only matters in float64.
-        surface_thickness: how far the transmittance is shifted along the ray. 1
-            (PyTorch3D's default) makes sample i see only the samples *before* it;
-            0 (not allowed by PyTorch3D) includes sample i itself, for comparison.
-
-    Returns:
-        ``(..., C + 1)``: the rendered features ``sum_i w_i f_i`` with
-        ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then the opacity ``1 - prod_i (1 - d_i)``.
+    Opacities ``d`` ``(..., P, 1)`` (nearest first), ``features`` ``(..., P, C)`` -> ``(..., C + 1)``: ``sum_i w_i f_i``
+    with ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then ``1 - prod_i (1 - d_i)``; ``surface_thickness=0``: d_i too.
     """
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
     if features.shape[:-1] != densities.shape[:-1]:
         raise ValueError(
-            f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree in "
-            "every dimension but the last (rays and samples per ray)."
+            f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree but in the last dim."
         )
     if surface_thickness < 0 or surface_thickness > densities.shape[-2]:
         raise ValueError(f"surface_thickness must be between 0 and the number of samples, got {surface_thickness}.")
-    _check_finite("densities", densities)
-    _check_finite("features", features)
+    checks.finite("densities", densities)
+    checks.finite("features", features)
     _check_unit_interval("densities", densities)
     d = densities[..., 0]  # (..., P)
-    survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample
+    survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample; eps vanishes in float32
     k = surface_thickness
     # shift by k samples: the light reaching sample i is what survived samples 0 .. i-k
     transmittance = torch.cat([torch.ones_like(d[..., :k]), survive[..., : d.shape[-1] - k]], dim=-1)
-    weights = d * transmittance
-    rendered = (weights[..., None] * features).sum(dim=-2)
+    rendered = ((d * transmittance)[..., None] * features).sum(dim=-2)  # weights w_i times features
     opacity = 1.0 - torch.prod(1.0 - d, dim=-1, keepdim=True)
     return torch.cat([rendered, opacity], dim=-1)
 
 
 def absorption_only(densities: torch.Tensor) -> torch.Tensor:
-    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of rays with densities ``(..., P, 1)`` in [0, 1]. Defined in §3.3.
-
-    The twin of PyTorch3D's ``AbsorptionOnlyRaymarcher``: a silhouette renderer.
-    """
+    """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of densities ``(..., P, 1)`` (silhouettes). Defined in §3.3."""
     if densities.ndim < 2 or densities.shape[-1] != 1:
         raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
-    _check_finite("densities", densities)
+    checks.finite("densities", densities)
     _check_unit_interval("densities", densities)
     return 1.0 - torch.prod(1.0 - densities[..., 0], dim=-1, keepdim=True)
 
@@ -252,9 +163,7 @@ class EmissionAbsorption(torch.nn.Module):
         self.surface_thickness, self.eps = surface_thickness, eps
 
     def forward(self, rays_densities, rays_features, **kwargs):
-        return emission_absorption(
-            rays_densities, rays_features, eps=self.eps, surface_thickness=self.surface_thickness
-        )
+        return emission_absorption(rays_densities, rays_features, self.eps, self.surface_thickness)
 
 
 class AbsorptionOnly(torch.nn.Module):
@@ -267,46 +176,25 @@ class AbsorptionOnly(torch.nn.Module):
 def alpha_from_sigma(
     sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Per-sample opacity ``alpha_i = 1 - exp(-sigma_i * delta_i)`` (Max 1995; NeRF's quadrature). Defined in §3.3.
-
-    Args:
-        sigma: physical densities ``(..., P, 1)``, >= 0, in inverse world units.
-        lengths: ``(..., P)`` sample positions along each ray, increasing.
-        directions: ``(..., 3)`` ray directions; ``delta`` is measured in world units,
-            ``|direction| * (t_{i+1} - t_i)``. ``None`` treats them as unit vectors.
-
-    The last sample is given the same step as the one before it (each sample stands for
-    the interval that starts at it). Feed the result to ``emission_absorption`` to
-    render with a result that does not depend on how many samples the ray has.
-    """
+    """Opacity ``1 - exp(-sigma * delta)``, ``sigma`` ``(..., P, 1)`` per world unit (Max 1995). Defined in §3.3."""
     if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
         raise ValueError(
             f"sigma must have shape lengths.shape + (1,) = {(*tuple(lengths.shape), 1)}, got {tuple(sigma.shape)}."
         )
     if lengths.shape[-1] < 2:
         raise ValueError("alpha_from_sigma needs at least two samples per ray to know the step.")
-    _check_finite("sigma", sigma)
+    checks.finite("sigma", sigma)
     if sigma.min() < 0:
         raise ValueError("sigma is a physical density and must be >= 0.")
     steps = lengths.diff(dim=-1)
-    steps = torch.cat([steps, steps[..., -1:]], dim=-1)
-    if directions is not None:
+    steps = torch.cat([steps, steps[..., -1:]], dim=-1)  # each sample stands for the interval starting at it
+    if directions is not None:  # delta in world units: |direction| (t_{i+1} - t_i)
         steps = steps * directions.norm(dim=-1, keepdim=True)
     return 1.0 - torch.exp(-sigma * steps[..., None])
 
 
 class Renderer(torch.nn.Module):
-    """Render ``pytorch3d.structures.Volumes``: the twin of PyTorch3D's ``VolumeRenderer``. Defined in §3.4.
-
-    ``Renderer(raysampler, raymarcher)``: the raysampler is any module whose
-    ``forward(cameras=..., **kwargs)`` returns a ``RayBundle`` (PyTorch3D's
-    ``NDCMultinomialRaysampler``, or Chapter 2's ``helpers.rays.GridRaysampler``);
-    the raymarcher is called as ``raymarcher(rays_densities=..., rays_features=...,
-    ray_bundle=...)`` (``EmissionAbsorption`` here, or PyTorch3D's raymarchers).
-
-    ``forward(cameras, volumes)`` returns ``(images, ray_bundle)`` with images
-    ``(B, H, W, C + 1)`` (features, then opacity) for a grid raysampler.
-    """
+    """The twin of ``VolumeRenderer``: ``forward`` gives ``(images (B, H, W, C + 1), ray_bundle)``. Defined in §3.4."""
 
     def __init__(self, raysampler, raymarcher):
         super().__init__()
@@ -319,17 +207,21 @@ class Renderer(torch.nn.Module):
 
         if not isinstance(volumes, Volumes):
             raise TypeError(
-                f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; "
-                "wrap the grids with Volumes(densities=..., features=..., voxel_size=...)."
+                f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; wrap the grids in one."
             )
         densities, features = volumes.densities(), volumes.features()
         sizes = volumes.get_grid_sizes()
         if not (sizes == torch.tensor(densities.shape[2:], device=sizes.device)).all():
             raise ValueError(f"All volumes in the batch must have the same size (D, H, W); got {sizes.tolist()}.")
         ray_bundle = self.raysampler(cameras=cameras, **kwargs)
-        voxel_size, translation = volume_geometry(volumes)
+        # Volumes keeps only its local-to-world matrix (row vectors); voxel_size and translation are read off it
+        matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
+        scale = torch.diagonal(matrix[:, :3, :3], dim1=1, dim2=2)
+        if not torch.equal(matrix[:, :3, :3], torch.diag_embed(scale)):
+            raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
+        voxel_size = 2.0 * scale / (sizes.flip(-1).to(matrix.dtype) - 1)  # sizes (D, H, W) -> (W, H, D)
         rays_densities, rays_features = sample_volume(
-            densities, features, ray_points(ray_bundle), voxel_size, translation, volumes.get_align_corners()
+            densities, features, ray_points(ray_bundle), voxel_size, -matrix[:, 3, :3], volumes.get_align_corners()
         )
         images = self.raymarcher(
             rays_densities=rays_densities, rays_features=rays_features, ray_bundle=ray_bundle, **kwargs

@@ -1,8 +1,4 @@
-"""Figures shared by several chapters.
-
-Images are ``(N, H, W, C)`` tensors or arrays with values in [0, 1]; row 0 is
-the top of the picture, as matplotlib's ``imshow`` expects.
-"""
+"""Figures shared by several chapters. Images are ``(N, H, W, C)`` in [0, 1], row 0 at the top."""
 
 from __future__ import annotations
 
@@ -33,29 +29,18 @@ def image_grid(
     size: float = 1.6,
     suptitle: str | None = None,
 ):
-    """Plot ``images`` in a ``rows`` x ``cols`` grid without gaps and return the figure. Defined in §1.4.
-
-    ``images``: ``(N, H, W, 3)`` RGB, ``(N, H, W, 4)`` RGBA (only RGB is shown)
-    or ``(N, H, W)`` single-channel (drawn with ``cmap``). Unlike the seed's
-    version, the grid may have more cells than images and the figure size
-    follows the grid instead of a fixed 15 x 9 inches.
-    """
+    """Plot ``(N, H, W, 3|4)`` or ``(N, H, W)`` (``cmap``) images in a gapless grid, return it. Defined in §1.4."""
     images = _numpy_images(images)
     n = images.shape[0]
     if (rows is None) != (cols is None):
         raise ValueError("Specify either both rows and cols or neither.")
     if rows is None:
-        cols = min(n, 10)
-        rows = math.ceil(n / cols)
+        rows, cols = math.ceil(n / min(n, 10)), min(n, 10)
     if rows * cols < n:
         raise ValueError(f"A {rows} x {cols} grid cannot hold {n} images.")
-    fig, axes = plt.subplots(
-        rows,
-        cols,
-        figsize=(size * cols, size * rows + (0.4 if suptitle else 0)),
-        gridspec_kw={"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25},
-        squeeze=False,
-    )
+    figsize = (size * cols, size * rows + (0.4 if suptitle else 0))
+    gaps = {"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25}
+    fig, axes = plt.subplots(rows, cols, figsize=figsize, gridspec_kw=gaps, squeeze=False)
     for i, ax in enumerate(axes.ravel()):
         ax.set_axis_off()
         if i >= n:

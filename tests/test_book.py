@@ -5,6 +5,7 @@ import builtins
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,17 @@ def test_chapter_has_learn_summary_exercises_and_citations(path):
     for cited in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text):
         for key in cited.split(","):
             assert key.strip() in keys, f"{key.strip()} is not in book/references.bib"
+
+
+def test_benchmarks_page_shows_the_recorded_run():
+    """The benchmarks page includes Markdown the benchmark wrote; it must match the recorded JSON and log."""
+    sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+    import bench_fit
+
+    results = json.loads((ROOT / "book" / "data" / "ch5_bench.json").read_text())
+    assert (ROOT / "book" / "data" / "ch5_bench.md").read_text() == bench_fit.report(results)
+    log = (ROOT / "book" / "data" / "ch5_bench.log").read_text()
+    fast = results["fast"]
+    assert f"final {fast['final_psnr']:.2f} dB after {fast['total_s']:.1f} s" in log
+    page = (ROOT / "book" / "benchmarks.md").read_text()
+    assert "{include} data/ch5_bench.md" in page and "data/ch5_bench.log" in page
