@@ -323,7 +323,7 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
     image_size = checks.integer("image_size", image_size, minimum=8)
     device = checks.device("device", device) if device is not None else pick_device()
     params = dict(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size, version=DATASET_VERSION)
-    params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
+    params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__, format=CACHE_FORMAT)  # older layouts: never read
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"
     start = time.perf_counter()
