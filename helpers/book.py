@@ -8,6 +8,7 @@ import io
 import numpy as np
 from PIL import Image
 
+from . import checks
 from .plotting import _numpy_images
 
 #: Glue keys ``book/index.md`` pastes: the targets turning (Chapter 1), the fit next to them and its PSNR (Chapter 4).
@@ -20,7 +21,8 @@ def side_by_side(*views, gap: int = 4):
     """Join equally long frame sequences ``(N, H, W, 3)`` left to right, ``gap`` white pixels apart. Defined in §4.8."""
     if not views:
         raise ValueError("side_by_side needs at least one sequence of frames.")
-    arrays = [_numpy_images(v) for v in views]
+    gap = checks.integer("gap", gap, minimum=0)
+    arrays = [_numpy_images(v, "frames") for v in views]
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"All sequences must have the same shape, got {[a.shape for a in arrays]}.")
     spacer = np.ones((*arrays[0].shape[:2], gap, arrays[0].shape[3]), dtype=arrays[0].dtype)
@@ -29,9 +31,8 @@ def side_by_side(*views, gap: int = 4):
 
 def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
     """Encode ``frames`` ``(N, H, W, 3)`` as a looping GIF, each frame shown ``frame_ms`` ms. Defined in §1.4."""
-    if scale <= 0 or frame_ms <= 0:
-        raise ValueError(f"scale and frame_ms must be positive, got {scale} and {frame_ms}.")
-    frames = _numpy_images(frames)  # refuses NaN/inf
+    scale, frame_ms = checks.number("scale", scale, 0.0, low_open=True), checks.integer("frame_ms", frame_ms)
+    frames = _numpy_images(frames, "frames")  # refuses NaN/inf
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
     if frames.shape[0] < 2:
@@ -49,8 +50,10 @@ def gif_html(gif: bytes, alt: str):
     """An HTML ``<img>`` with the GIF embedded, so the page needs no separate file. Defined in §1.4."""
     from IPython.display import HTML
 
+    if not isinstance(gif, (bytes, bytearray)):
+        raise TypeError(f"gif must be the bytes animated_gif returns, got {type(gif).__name__}.")
     if not alt:
-        raise ValueError("Give the animation an alt text that says what it shows.")
+        raise ValueError(f"Give the animation an alt text that says what it shows, got alt={alt!r}.")
     alt = alt.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
     src = "data:image/gif;base64," + base64.b64encode(gif).decode()
     return HTML(f'<img src="{src}" alt="{alt}" style="max-width: 100%; image-rendering: auto;">')

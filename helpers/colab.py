@@ -23,10 +23,17 @@ RESTART_HINT = "Restart the runtime (Colab: Runtime > Restart session) and run t
 
 def pinned_versions(requirements: Path = REQUIREMENTS) -> dict[str, str]:
     """``{"torch": "2.11.0", "easypytorch3d": "0.7.9.post1"}`` as pinned in ``requirements.txt``."""
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", requirements.read_text(), flags=re.M))
+    try:
+        text = Path(requirements).read_text()
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"Cannot read the pins from {requirements} ({exc}); run from a checkout of the book (the first cell "
+            "clones one), or pass requirements= its requirements.txt."
+        ) from exc
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", text, flags=re.M))
     missing = set(PINNED) - pins.keys()
     if missing:
-        raise ValueError(f"{requirements} must pin {', '.join(sorted(missing))} with '=='.")
+        raise ValueError(f"{requirements} must pin {', '.join(sorted(missing))} with '==', e.g. 'torch==2.11.0'.")
     return {name: pins[name] for name in PINNED}
 
 

@@ -34,6 +34,7 @@ ENV_CACHE_DIR = "VOLRENDER_CACHE"  # downloads and rendered datasets (default ~/
 ENV_OFFLINE = "VOLRENDER_OFFLINE"  # 1 forbids any network access (the tests set it)
 
 DATASET_VERSION = 2  # bump when the rendering changes what it produces, so old caches are ignored
+CACHE_FORMAT = 1  # bump when a cached dataset file's layout changes: older files are rendered again
 CAMERA_DIST = 2.7
 
 
@@ -52,7 +53,10 @@ def pick_device() -> torch.device:
 def cache_dir() -> Path:
     """Defined in §1.1."""
     path = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "volrender-book")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"Cannot use {path} as the cache ({exc}). Set {ENV_CACHE_DIR} to a writable folder.") from exc
     return path
 
 
@@ -130,6 +134,7 @@ def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.devic
     """The textured cow as a one-mesh ``Meshes`` on ``device``, normalised into [-1, 1]^3. Defined in §1.1."""
     from pytorch3d.io import load_objs_as_meshes
 
+    device = checks.device("device", device)
     folder = Path(data_dir) if data_dir is not None else cow_mesh_dir()
     if data_dir is not None:
         _check_files(folder, "data_dir")
@@ -145,6 +150,8 @@ def load_cow_mesh(data_dir: str | os.PathLike | None = None, device: torch.devic
 
 def normalize_mesh(mesh):
     """Centre ``mesh`` on its vertex mean and scale its largest |coordinate| to 1 (in place). Defined in §1.1."""
+    if not hasattr(mesh, "verts_packed"):
+        raise TypeError(f"mesh must be a pytorch3d Meshes, got {type(mesh).__name__}. Load it with load_cow_mesh.")
     verts = mesh.verts_packed()
     if verts.shape[0] == 0:
         raise ValueError("The mesh has no vertices; expected the cow mesh.")
@@ -161,12 +168,32 @@ def make_cameras(elev, azim, dist: float = CAMERA_DIST, device="cpu"):
     """Cameras at ``dist`` looking at the origin; ``elev``, ``azim`` 1-D in degrees, azim 0 on +Z. Defined in §1.2."""
     from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
 
+    elev, azim = _angles(elev, azim)
+    dist = checks.number("dist", dist, 0.0, low_open=True)
     R, T = look_at_view_transform(dist=dist, elev=elev, azim=azim)
     return FoVPerspectiveCameras(device=device, R=R, T=T)
 
 
+def _angles(elev, azim) -> list[torch.Tensor]:
+    """``elev`` and ``azim`` (degrees) as finite 1-D tensors of one length (or one of them of length 1)."""
+    out = []
+    for name, angles in (("elev", elev), ("azim", azim)):
+        if not isinstance(angles, torch.Tensor):
+            try:
+                angles = torch.as_tensor(angles, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise TypeError(f"{name} must be angles in degrees (a 1-D tensor or list), got {angles!r}.") from exc
+        checks.shape(name, angles, "(N,) in degrees", angles.dim() <= 1)
+        out.append(checks.finite(name, angles.reshape(-1), "pass finite angles in degrees"))
+    if len(out[0]) != len(out[1]) and 1 not in (len(out[0]), len(out[1])):
+        raise ValueError(f"elev and azim must have one angle per view, got {len(out[0])} and {len(out[1])} angles.")
+    return out
+
+
 def camera_centers(R: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
     """World positions ``(N, 3)`` of cameras ``R`` ``(N, 3, 3)``, ``T`` ``(N, 3)``: ``-T @ R^T``. Defined in §1.2."""
+    checks.shape("R", R, "(N, 3, 3)", lambda t: t.dim() == 3 and t.shape[1:] == (3, 3))
+    checks.shape("T", T, f"(N, 3) with N = {len(R)} rotations", lambda t: t.shape == (len(R), 3))
     return -(T[:, None, :] @ R.transpose(1, 2))[:, 0, :]
 
 
@@ -174,6 +201,7 @@ def render_views(mesh, cameras, image_size: int = 128):
     """``images`` ``(N, H, W, 3)`` and silhouettes ``(N, H, W)`` (from ``pix_to_face``: one pass). Defined in §1.3."""
     from pytorch3d.renderer import BlendParams, MeshRasterizer, PointLights, RasterizationSettings, SoftPhongShader
 
+    image_size = checks.integer("image_size", image_size)
     device = cameras.device
     lights = PointLights(device=device, location=[[0.0, 0.0, -3.0]])  # in front of the cow
     settings = RasterizationSettings(image_size=image_size, blur_radius=0.0, faces_per_pixel=1)
@@ -217,6 +245,8 @@ class CowViews:
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
     """Training elevations, azimuths (degrees) over ``180 +- azimuth_range``, no end point twice. Defined in §1.4."""
     num_views = checks.integer("num_views", num_views)
+    azimuth_range = checks.number("azimuth_range (degrees either side of 180)", azimuth_range, 0.0, 180.0)
+    elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)
     closed = 2 * azimuth_range >= 360.0
     azim = torch.linspace(-azimuth_range, azimuth_range, num_views + int(closed))[:num_views] + 180.0
     if num_views == 1:
@@ -226,6 +256,15 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
 
 def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 10, elevation: float = 25.0):
     """Held-out angles: ``n_between`` between training azimuths, ``n_elevated`` at ``elevation``. Defined in §1.5."""
+    num_views = checks.integer("num_views", num_views)
+    n_between, n_elevated = checks.integer("n_between", n_between, 0), checks.integer("n_elevated", n_elevated, 0)
+    elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)
+    if n_between + n_elevated == 0:
+        raise ValueError(
+            f"Need a held-out view, got n_between={n_between}, n_elevated={n_elevated}; make one positive."
+        )
+    if n_between > num_views:
+        raise ValueError(f"n_between={n_between} exceeds the {num_views} gaps between training views; use fewer.")
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
     mids = (train_azim + step / 2) % 360.0
@@ -239,7 +278,8 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
 def render_cow_views(elev, azim, image_size: int = 128, device=None, data_dir=None) -> CowViews:
     """Render the normalised cow from the given angles (no caching). Defined in §1.4."""
     image_size = checks.integer("image_size", image_size, minimum=8)
-    device = torch.device(device) if device is not None else pick_device()
+    device = checks.device("device", device) if device is not None else pick_device()
+    elev, azim = _angles(elev, azim)
     mesh = load_cow_mesh(data_dir, device=device)
     cameras = make_cameras(elev, azim, device=device)
     images, silhouettes = render_views(mesh, cameras, image_size)
@@ -273,11 +313,6 @@ def generate_heldout_renders(
     verbose: bool = False,
 ) -> CowViews:
     """Held-out views (see :func:`heldout_angles`), rendered and cached like the training views. Defined in §1.5."""
-    num_views = checks.integer("num_views", num_views)
-    if n_between < 0 or n_elevated < 0 or n_between + n_elevated == 0:
-        raise ValueError(f"Need at least one held-out view, got n_between={n_between}, n_elevated={n_elevated}.")
-    if n_between > num_views:
-        raise ValueError(f"n_between={n_between} exceeds the {num_views} gaps between training views.")
     elev, azim = heldout_angles(num_views, n_between, n_elevated, elevation)
     return _cached_render("heldout", elev, azim, image_size, device, data_dir, cache, verbose)
 
@@ -286,26 +321,70 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
     import pytorch3d
 
     image_size = checks.integer("image_size", image_size, minimum=8)
-    device = torch.device(device) if device is not None else pick_device()
+    device = checks.device("device", device) if device is not None else pick_device()
     params = dict(kind=kind, elev=elev.tolist(), azim=azim.tolist(), image_size=image_size, version=DATASET_VERSION)
-    params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__)
+    params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__, format=CACHE_FORMAT)  # older layouts: never read
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"
     start = time.perf_counter()
     if cache and path.is_file():
+        # A cached dataset is derived data: rendering it again takes seconds and repairs the cache, so a
+        # file that fails a check is replaced, with a note naming it (an error would ask the same by hand).
         try:
-            views = CowViews(**torch.load(path, map_location="cpu", weights_only=True))
+            views = _read_cache(path, elev, azim, image_size)
             if verbose:
                 print(f"Loaded {len(views)} {kind} views from {path} in {time.perf_counter() - start:.2f} s.")
             return views.to(device)
-        except Exception as exc:  # a damaged cache file is re-rendered, not trusted
-            print(f"Ignoring unreadable cache file {path} ({exc}); rendering again.")
+        except ValueError as exc:
+            print(f"Ignoring the cached dataset {path}: {exc}; rendering it again.")
     views = render_cow_views(elev, azim, image_size, device, data_dir)
     if verbose:
         print(f"Rendered {len(views)} {kind} views in {time.perf_counter() - start:.2f} s.")
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({k: getattr(views, k).cpu() for k in CowViews.__dataclass_fields__}, tmp)
-        os.replace(tmp, path)
+    if cache:  # with a format version and a SHA-256; a failed write leaves no file
+        tensors = {k: getattr(views, k).detach().cpu() for k in CowViews.__dataclass_fields__}
+        payload = {"format": CACHE_FORMAT, "tensors": tensors, "sha256": _tensors_sha256(tensors)}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(payload, tmp)
+            os.replace(tmp, path)  # atomic: a half-written file never has the real name
+        except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
+            tmp.unlink(missing_ok=True)
+            raise OSError(
+                f"Could not write the dataset cache file {path}: {exc}. Set {ENV_CACHE_DIR} to a writable "
+                "folder, or pass cache=False."
+            ) from exc
     return views
+
+
+def _tensors_sha256(tensors: dict) -> str:
+    """SHA-256 of named tensors (sorted names and raw bytes): what saved datasets and fits are checked with."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(key.encode())
+        digest.update(tensors[key].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path, elev, azim, image_size: int) -> CowViews:
+    """The views cached in ``path``; ``ValueError`` saying why when the file cannot be trusted."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for a damaged file
+        raise ValueError(f"unreadable (truncated or damaged: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"not a dataset file of format {CACHE_FORMAT} (found {found!r})")
+    tensors, fields = payload.get("tensors"), set(CowViews.__dataclass_fields__)
+    if not isinstance(tensors, dict) or set(tensors) != fields or not all(map(torch.is_tensor, tensors.values())):
+        raise ValueError(f"holds something other than the tensors {sorted(fields)}")
+    if _tensors_sha256(tensors) != payload.get("sha256"):
+        raise ValueError("corrupted: its tensors do not match their stored SHA-256")
+    n, s = len(elev), image_size
+    shapes = dict(R=(n, 3, 3), T=(n, 3), images=(n, s, s, 3), silhouettes=(n, s, s), elevations=(n,), azimuths=(n,))
+    for name, want in shapes.items():
+        if tuple(tensors[name].shape) != want or not torch.isfinite(tensors[name]).all():
+            raise ValueError(f"its {name} {tuple(tensors[name].shape)} are not finite or not of shape {want}")
+    if not (torch.allclose(tensors["elevations"], elev.cpu()) and torch.allclose(tensors["azimuths"], azim.cpu())):
+        raise ValueError("its angles are not the ones asked for (a file of another dataset)")
+    return CowViews(**tensors)

@@ -12,13 +12,29 @@ import torch.nn.functional as F
 from . import checks
 from .fitting import Settings, check_views
 from .hull import Occupancy, carve, voxel_centers
-from .metrics import FitHistory, check_divergence, clock, evaluate, huber
+from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
 from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
+
+
+def _check_occupancy(occupancy) -> None:
+    if not isinstance(occupancy, Occupancy):
+        raise TypeError(
+            f"occupancy must be a hull.Occupancy, got {type(occupancy).__name__}; make one with hull.carve."
+        )
+
+
+def _check_views(name: str, views) -> None:
+    """``fitting.check_views``, and square images, which the fast recipe's rays assume."""
+    check_views(name, views)
+    if views.images.shape[1] != views.images.shape[2]:
+        raise ValueError(f"{name}.images must be square here, got {tuple(views.images.shape)}; render square views.")
 
 
 @torch.no_grad()
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
     """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel (projection + ``margin``). Defined in §5.4."""
+    _check_occupancy(occupancy)
+    image_size, margin = checks.integer("image_size", image_size), checks.integer("margin", margin, minimum=0)
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
     mask = torch.zeros(len(cameras), image_size * image_size, device=centres.device)
     for i in range(len(cameras)):
@@ -32,8 +48,12 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -
 @torch.no_grad()
 def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
     """Per-ray ``near, far`` ``(N,)`` outside which it meets no occupied voxel (misses: equal). Defined in §5.4."""
+    _check_occupancy(occupancy)
+    chunk = checks.integer("chunk", chunk)
     step = occupancy.voxel_size
     lo, hi = occupancy.bounds()
+    if origins.shape[0] == 0 or not occupancy.grid.any():  # nothing to meet (ray_box refuses an empty box)
+        return origins.new_zeros(origins.shape[0]), origins.new_zeros(origins.shape[0])
     box_near, box_far = ray_box(origins, directions, hi, lo)
     near, far = box_near.clone(), box_near.clone()
     for s in range(0, origins.shape[0], chunk):
@@ -52,6 +72,7 @@ def clip_to_hull(origins, directions, occupancy: Occupancy, chunk: int = 8192):
 @torch.no_grad()
 def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: float):
     """All rays of ``cameras`` ``(N, 3)``; ``near, far`` ``(N,)`` clip to the hull or the cube. Defined in §5.4."""
+    half = checks.number("half", half, 0.0, low_open=True)
     origins, directions = (t.reshape(-1, 3) for t in camera_rays(cameras, image_size))
     if occupancy is None:
         near, far = ray_box(origins, directions, half)
@@ -84,6 +105,11 @@ class FastVolume(torch.nn.Module):
             volume_size = checks.integer("volume_size", volume_size, minimum=2)
             grid = torch.zeros(1, 4, volume_size, volume_size, volume_size)
             grid[:, 0] = checks.number("init_density", init_density)
+        cube = lambda t: t.dim() == 5 and t.shape[:2] == (1, 4) and t.shape[2] == t.shape[3] == t.shape[4] >= 2  # noqa: E731
+        checks.shape("grid", grid, "(1, 4, n, n, n), n >= 2", cube)
+        checks.finite("grid", grid, "pass finite raw values")
+        if occupancy is not None:
+            _check_occupancy(occupancy)
         self.grid = torch.nn.Parameter(grid)
         self.density, self.fused, self.occupancy = density, fused, occupancy
         self.unit = checks.number("unit", unit, 0.0, low_open=True) if unit is not None else self.voxel_size
@@ -142,6 +168,7 @@ class FastVolume(torch.nn.Module):
     @torch.no_grad()
     def upsample(self, volume_size: int) -> FastVolume:
         """A copy trilinearly resampled to ``volume_size^3`` (raw values, so the same field)."""
+        volume_size = checks.integer("volume_size", volume_size, minimum=2)
         grid = F.interpolate(self.grid, size=(volume_size,) * 3, mode="trilinear", align_corners=True)
         config = {key: value for key, value in self.config().items() if key != "occupancy_size"}
         return FastVolume(**config, occupancy=self.occupancy, grid=grid.contiguous())
@@ -226,6 +253,8 @@ def total_variation(grid: torch.Tensor) -> torch.Tensor:
 
 def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
     """Flat indices ``(K,)`` of an ``n^3`` grid's voxels a hull sample's trilinear lookup can touch. Defined in §5.9."""
+    _check_occupancy(occupancy)
+    volume_size = checks.integer("volume_size", volume_size, minimum=2)
     occ = occupancy.grid[None, None].float()
     occ = F.interpolate(occ, size=(volume_size,) * 3, mode="trilinear", align_corners=True) > 0
     occ = F.max_pool3d(occ.float(), 3, stride=1, padding=1) > 0
@@ -238,6 +267,14 @@ class MaskedAdam:
     def __init__(
         self, param: torch.nn.Parameter, active: torch.Tensor, lr: float, betas=(0.9, 0.999), eps: float = 1e-8
     ):
+        checks.shape("param", param, "(1, C, D, H, W)", lambda t: t.dim() == 5 and t.shape[0] == 1)
+        lr, eps = checks.number("lr", lr, 0.0, low_open=True), checks.number("eps", eps, 0.0, low_open=True)
+        betas = tuple(checks.number(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
+        if max(betas) >= 1:
+            raise ValueError(f"betas must lie in [0, 1), got {betas}; Adam's defaults are (0.9, 0.999).")
+        n, (lo, hi) = param[0, 0].numel(), (active.aminmax() if active.numel() else (0, 0))
+        if not 0 <= int(lo) <= int(hi) < n:
+            raise ValueError(f"active must index the {n} voxels, got {int(lo)} to {int(hi)}; use active_voxels.")
         self.param, self.active, self.betas, self.eps = param, active, betas, eps
         self.param_groups = [{"lr": lr}]
         self.m = torch.zeros(param.shape[1], active.shape[0], device=param.device)
@@ -278,6 +315,10 @@ class TrainRays:
 @torch.no_grad()
 def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     """Rays of every pixel of ``views`` clipped to ``occupancy``; misses (no gradient) dropped. Defined in §5.4."""
+    _check_views("views", views)
+    _check_occupancy(occupancy)
+    if not occupancy.grid.any():
+        raise ValueError("occupancy is empty (0 occupied voxels), so no ray meets it; use hull.carve.")
     n_views, image_size = views.images.shape[:2]
     half = occupancy.voxel_size * (occupancy.volume_size - 1) / 2
     hull = None if occupancy.grid.all() else occupancy  # no hull: the cube is all there is
@@ -313,6 +354,8 @@ class FastSettings(Settings):
 
     def check(self, n_views: int | None = None) -> None:
         super().check()
+        for name in ("hull", "random_rays", "fused", "sparse_adam"):
+            setattr(self, name, checks.flag(f"FastSettings.{name}", getattr(self, name)))
         if self.density not in ("softplus", "sigmoid"):
             raise ValueError(f"FastSettings.density must be 'softplus' or 'sigmoid', got {self.density!r}.")
         if self.schedule not in ("exp", "step", "constant"):
@@ -324,7 +367,7 @@ class FastSettings(Settings):
                 f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
             )
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
-            raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} training views.")
+            raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} views; use at most that.")
         self.step_voxels = checks.number("FastSettings.step_voxels", self.step_voxels, 0.05, 8.0)
         self.lr_final_factor = checks.number(
             "FastSettings.lr_final_factor", self.lr_final_factor, 0.0, 1.0, low_open=True
@@ -371,10 +414,16 @@ def fit(
     occupancy: Occupancy | None = None,
 ):
     """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.11."""
+    _check_views("train", train)
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
+    if not isinstance(settings, FastSettings):
+        raise TypeError(
+            f"settings must be FastSettings, got {type(settings).__name__}; for FitSettings use fitting.fit."
+        )
     settings.check(n_views=len(train))
-    check_views("train", train)
+    if occupancy is not None:
+        _check_occupancy(occupancy)
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)
@@ -426,7 +475,7 @@ def fit(
         rgb, opacity = render_rays(
             volume, *batch, settings.step_voxels * volume.voxel_size, volume.occupancy, settings.early_stop
         )
-        loss = huber(rgb, rays.rgb[idx]).mean() + huber(opacity, rays.silhouette[idx]).mean()
+        loss = _huber(rgb, rays.rgb[idx]).mean() + _huber(opacity, rays.silhouette[idx]).mean()
         if settings.tv_weight:
             # only the density, only inside the hull's bounding box: the rest is never rendered
             n = volume.volume_size
@@ -440,7 +489,7 @@ def fit(
         optimizer.step()
         fit_seconds += clock(device) - t0
         history.log_step(it + 1, loss.item(), fit_seconds)
-        check_divergence(history, lr=settings.lr)
+        _check_divergence(history, lr=settings.lr)
         if (it + 1) % settings.eval_every == 0 or it == settings.n_iter - 1:
             log_eval(it + 1)
     return volume, history

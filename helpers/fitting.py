@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -13,8 +12,9 @@ from typing import ClassVar
 import torch
 
 from . import checks
-from .metrics import FitHistory, check_divergence, clock, evaluate, huber
-from .rays import VOLUME_EXTENT
+from .data import _tensors_sha256 as _digest
+from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
+from .rays import VOLUME_EXTENT, _check_depths
 
 
 class VolumeModel(torch.nn.Module):
@@ -76,7 +76,14 @@ def make_renderer(
     """The tutorial's ``VolumeRenderer``; ``n_rays_per_image=None``: all pixels, or that many. Defined in §4.2."""
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
-    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    if isinstance(image_size, (tuple, list)) and len(image_size) != 2:
+        raise ValueError(f"image_size must be an integer or (H, W), got {image_size!r}; pass e.g. 128 or (96, 128).")
+    size = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    h, w = (checks.integer("image_size", n) for n in size)
+    n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
+    if n_rays_per_image is not None and checks.integer("n_rays_per_image", n_rays_per_image) > h * w:
+        raise ValueError(f"n_rays_per_image={n_rays_per_image} exceeds the {h * w} pixels; use fewer, or None for all.")
+    n_rays_per_image = None if n_rays_per_image is None else int(n_rays_per_image)
     depth = dict(n_pts_per_ray=n_pts_per_ray, min_depth=min_depth, max_depth=max_depth)
     raysampler = NDCMultinomialRaysampler(image_width=w, image_height=h, n_rays_per_image=n_rays_per_image, **depth)
     return VolumeRenderer(raysampler=raysampler, raymarcher=EmissionAbsorptionRaymarcher())
@@ -155,26 +162,36 @@ class FitSettings(Settings):
                     f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels; use None (whole images)."
                 )
         if n_views is not None and self.batch_size > n_views:
-            raise ValueError(f"batch_size={self.batch_size} is larger than the {n_views} training views.")
+            raise ValueError(f"batch_size={self.batch_size} exceeds the {n_views} training views; use at most that.")
 
 
 def check_views(name: str, views) -> None:
-    """Refuse views whose images or silhouettes are mis-shaped or not finite, before a fit starts. Defined in §4.7."""
+    """Refuse views whose images, silhouettes or cameras are mis-shaped or not finite, before a fit. Defined in §4.7."""
+    if not all(hasattr(views, k) for k in ("images", "silhouettes", "R", "T", "cameras")):
+        raise TypeError(
+            f"{name} must be a data.CowViews, got {type(views).__name__}; pass what data.generate_* return."
+        )
     images, silhouettes = views.images, views.silhouettes
-    checks.shape(f"{name}.images", images, "(N, H, W, 3)", images.dim() == 4 and images.shape[-1] == 3)
-    nhw = tuple(images.shape[:3])
-    checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {nhw}", silhouettes.shape == nhw)
+    checks.shape(f"{name}.images", images, "(N, H, W, 3)", lambda t: t.dim() == 4 and t.shape[-1] == 3)
+    nhw, n = tuple(images.shape[:3]), len(images)
+    checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {nhw}", lambda t: t.shape == nhw)
+    checks.shape(f"{name}.R", views.R, f"(N, 3, 3) with N = {n} images", lambda t: t.shape == (n, 3, 3))
+    checks.shape(f"{name}.T", views.T, f"(N, 3) with N = {n} images", lambda t: t.shape == (n, 3))
     for label, t in ((f"{name}.images", images), (f"{name}.silhouettes", silhouettes)):
         checks.finite(label, t, "re-render the views (delete the dataset's cache file) before fitting")
+    for label, t in ((f"{name}.R", views.R), (f"{name}.T", views.T)):
+        checks.finite(label, t, "make the views' cameras from finite angles and distances")
 
 
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
     """Fit a :class:`VolumeModel` to ``train`` (a ``data.CowViews``); return ``(model, history)``. Defined in §4.7."""
+    check_views("train", train)
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)
+    if not isinstance(settings, FitSettings):
+        raise TypeError(f"settings must be FitSettings, got {type(settings).__name__}; for FastSettings use fast.fit.")
     n_views, height, width = train.images.shape[:3]
     settings.check(n_views=n_views, n_pixels=height * width)
-    check_views("train", train)
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)
@@ -212,7 +229,7 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
         target = targets[batch_idx]
         if settings.n_rays_per_image is not None:  # (B, n_rays, 1, 4): the targets at the rays' pixels
             target = sample_at_xys(target, bundle.xys)
-        loss = huber(rendered[..., :3], target[..., :3]).mean() + huber(rendered[..., 3], target[..., 3]).mean()
+        loss = _huber(rendered[..., :3], target[..., :3]).mean() + _huber(rendered[..., 3], target[..., 3]).mean()
         loss.backward()
         optimizer.step()
         elapsed += clock(device) - start
@@ -220,7 +237,7 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
         bar.update(1)
         bar.set_postfix(loss=f"{history.losses[-1]:.4f}", refresh=False)
         try:
-            check_divergence(history, lr=settings.lr)
+            _check_divergence(history, lr=settings.lr)
         except FloatingPointError:
             bar.close()
             raise
@@ -237,6 +254,8 @@ def rotating_cameras(n_frames: int, dist: float = 2.7, elevation: float = 0.0, d
     from pytorch3d.transforms import so3_exp_map
 
     n_frames = checks.integer("n_frames", n_frames)
+    dist = checks.number("dist", dist, 0.0, low_open=True)
+    elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)
     log_rotations = torch.zeros(n_frames, 3, device=device)
     log_rotations[:, 1] = torch.arange(n_frames, device=device) * (2 * math.pi / n_frames)
     R = so3_exp_map(log_rotations)
@@ -254,21 +273,44 @@ def fit_path(chapter: int) -> Path:
     """Where Chapter ``chapter`` (4 or 5) saves its fitted volume for later chapters. Defined in §4.9."""
     from .data import cache_dir
 
-    return cache_dir() / "fits" / f"chapter{checks.integer('chapter', chapter)}_volume.pt"
+    if checks.integer("chapter", chapter) not in (4, 5):
+        raise ValueError(f"Only Chapters 4 and 5 save a fitted volume, got chapter={chapter}; pass 4 or 5.")
+    return cache_dir() / "fits" / f"chapter{int(chapter)}_volume.pt"
 
 
-def _digest(state: dict) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def _file_path(path) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or pathlib.Path), got {path!r}; e.g. fit_path(4).")
+    return Path(path)
+
+
+def _check_info(name: str, value) -> None:
+    """``info`` must hold what ``torch.load(weights_only=True)`` reads back."""
+    if isinstance(value, (list, tuple, dict)):
+        for k, v in value.items() if isinstance(value, dict) else enumerate(value):
+            _check_info(f"{name}[{k!r}]", v)
+    elif not isinstance(value, (int, float, str, bool, type(None), torch.Tensor)):
+        raise TypeError(
+            f"save_volume's info {name}={value!r} ({type(value).__name__}) could not be loaded back; "
+            "pass numbers, strings, tensors, or lists and dicts of them."
+        )
 
 
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:
     """Save a fitted model, its SHA-256, ``settings``, ``history`` and ``info`` (never partially). Defined in §4.9."""
-    if not hasattr(model, "config"):
-        raise TypeError(f"save_volume saves a VolumeModel or a FastVolume, got {type(model).__name__}.")
+    from . import fast
+
+    if not isinstance(model, (VolumeModel, fast.FastVolume)):
+        raise TypeError(
+            f"model must be a VolumeModel or a FastVolume (what fitting.fit or fast.fit returns), got "
+            f"{type(model).__name__}; pass the model itself, not its state_dict()."
+        )
+    for name, value, kind in (("settings", settings, Settings), ("history", history, FitHistory)):
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}.")
+    for key, value in info.items():
+        _check_info(key, value)
+    path = _file_path(path)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     for key, value in state.items():
         checks.finite(f"the model's {key}", value, "this fit diverged; fit again with a lower lr before saving")
@@ -276,7 +318,6 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     payload.update(config=model.config(), settings_kind=type(settings).__name__ if settings is not None else None)
     for key, value in (("settings", settings), ("history", history)):
         payload[key] = dataclasses.asdict(value) if value is not None else None
-    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,7 +333,7 @@ def load_volume(path, device="cpu"):
     """Load a model saved by :func:`save_volume` on ``device``; ``settings`` etc. become attributes. Defined in §4.9."""
     from . import fast
 
-    path = Path(path)
+    path, device = _file_path(path), checks.device("device", device)
     remake = "Delete it and re-run the chapter that saves it (Chapter 4 or 5), or save_volume again."
     if not path.is_file():
         raise FileNotFoundError(f"No fitted volume at {path}; run Chapter 4 (or 5), or save_volume, to make it.")
@@ -303,16 +344,27 @@ def load_volume(path, device="cpu"):
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a fit of this book's format {FORMAT_VERSION} (found {found!r}). {remake}")
-    if _digest(payload["state"]) != payload["sha256"]:
+    state = payload.get("state")
+    if not isinstance(state, dict) or _digest(state) != payload.get("sha256"):
         raise ValueError(f"{path} is corrupted: its tensors do not match their stored SHA-256. {remake}")
-    kinds = {"VolumeModel": VolumeModel, "FastVolume": fast.FastVolume}
-    settings_kinds = {"FitSettings": FitSettings, "FastSettings": fast.FastSettings}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{path} holds NaN or infinite values in {bad}: the fit it saved had diverged. {remake}")
+    kinds = {"VolumeModel": (VolumeModel, FitSettings), "FastVolume": (fast.FastVolume, fast.FastSettings)}
     try:
-        model = kinds[payload["kind"]].from_config(payload["config"])
-        model.load_state_dict(payload["state"])
+        model_kind, settings_kind = kinds[payload["kind"]]
+        model = model_kind.from_config(payload["config"])
+        model.load_state_dict(state)
+        if payload["settings"] is not None and payload["settings_kind"] != settings_kind.__name__:
+            raise ValueError(f"a {payload['kind']} comes with {settings_kind.__name__}, not {payload['settings_kind']}")
+        model.settings = settings_kind(**payload["settings"]) if payload["settings"] else None
+        model.history = FitHistory(**payload["history"]) if payload["history"] else None
+        model.info = payload["info"] or {}
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} holds a fit whose description does not match its tensors ({exc}). {remake}") from exc
-    model.settings = settings_kinds[payload["settings_kind"]](**payload["settings"]) if payload["settings"] else None
-    model.history = FitHistory(**payload["history"]) if payload["history"] else None
-    model.info = payload["info"] or {}
+    grid = tuple(model.grid.shape[2:] if isinstance(model, fast.FastVolume) else model.log_densities.shape[1:])
+    if model.settings is not None and set(grid) != {model.settings.volume_size}:
+        raise ValueError(
+            f"{path} holds settings of volume_size={model.settings.volume_size} for a grid {grid}. {remake}"
+        )
     return model.to(device)

@@ -10,13 +10,13 @@ import math
 import torch
 
 from . import checks
-from .rays import VOLUME_EXTENT, ndc_to_pixel, project
+from .rays import VOLUME_EXTENT, _check_cameras, ndc_to_pixel, project
 
 
 def voxel_centers(volume_size: int, extent: float = VOLUME_EXTENT, device=None) -> torch.Tensor:
     """World coordinates ``(D, H, W, 3)`` of the voxel centres; ``[z, y, x]`` holds ``(x, y, z)``. Defined in §2.8."""
     volume_size = checks.integer("volume_size", volume_size)
-    s = extent / volume_size
+    s = checks.number("extent", extent, 0.0, low_open=True) / volume_size
     axis = (torch.arange(volume_size, device=device, dtype=torch.float32) - (volume_size - 1) / 2) * s
     z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
     return torch.stack((x, y, z), dim=-1)
@@ -27,8 +27,9 @@ class Occupancy(torch.nn.Module):
 
     def __init__(self, grid: torch.Tensor, extent: float = VOLUME_EXTENT):
         super().__init__()
-        n = grid.shape[0] if grid.dim() == 3 else 0
-        checks.shape("grid", grid, "(n, n, n)", grid.shape == (n, n, n) and n >= 2)
+        cube = lambda t: t.dim() == 3 and t.shape[0] == t.shape[1] == t.shape[2] >= 2  # noqa: E731
+        checks.shape("grid", grid, "(n, n, n), n >= 2", cube)
+        checks.finite("grid", grid, "pass a boolean grid (True = occupied)")
         self.register_buffer("grid", grid.bool())
         self.extent = checks.number("extent", extent, 0.0, low_open=True)
 
@@ -72,8 +73,10 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     """Carve {cite}`laurentini1994visual`: voxels whose centre all ``(N, H, W)`` silhouettes cover. Defined in §2.8."""
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
-    ok = silhouettes.dim() == 3 and silhouettes.shape[0] == len(cameras)
+    _check_cameras(cameras)
+    ok = lambda t: t.dim() == 3 and t.shape[0] == len(cameras)  # noqa: E731
     checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras", ok)
+    checks.finite("silhouettes", silhouettes, "pass finite masks (nonzero = object)")
     n_views, height, width = silhouettes.shape
     device = silhouettes.device
     centers = voxel_centers(volume_size, device=device).reshape(-1, 3)

@@ -32,7 +32,10 @@ def _check_unit_interval(name: str, x: torch.Tensor) -> None:
 
 def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tensor:
     """``value`` (scalar, 3 numbers, ``(3,)``, ``(1, 3)``, ``(B, 1)`` or ``(B, 3)``) as ``(B, 3)``."""
-    t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    try:
+        t = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be 1 or 3 numbers per volume, got {value!r}; pass e.g. 0.1.") from exc
     if t.ndim == 0 or t.shape == (1,):
         t = t.reshape(1, 1).expand(1, 3)
     elif t.shape == (3,):
@@ -45,12 +48,16 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
 
 def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translation=(0.0, 0.0, 0.0)) -> torch.Tensor:
     """World points ``(B, ..., 3)`` to local coordinates of a ``(D, H, W)`` grid (module docstring). Defined in §3.1."""
+    checks.shape("points", points, "(B, ..., 3)", lambda t: t.dim() >= 2 and t.shape[-1] == 3)
     batch = points.shape[0]
+    if len(grid_size) != 3 or min(int(s) for s in grid_size) < 2:
+        raise ValueError(f"grid_size must be the volume's (D, H, W), each >= 2, got {tuple(grid_size)}.")
     depth, height, width = (int(s) for s in grid_size)
-    if min(depth, height, width) < 2:
-        raise ValueError(f"Every spatial size of the volume must be at least 2, got (D, H, W) = {tuple(grid_size)}.")
     size_xyz = torch.tensor([width, height, depth], dtype=points.dtype, device=points.device)
-    half_extent = 0.5 * _per_volume(voxel_size, batch, "voxel_size", points) * (size_xyz - 1)  # (B, 3)
+    voxel_size = _per_volume(voxel_size, batch, "voxel_size", points)
+    if not (voxel_size > 0).all():  # a negative one would mirror the volume
+        raise ValueError(f"voxel_size must be positive, got {voxel_size.unique().tolist()}; pass a voxel's side.")
+    half_extent = 0.5 * voxel_size * (size_xyz - 1)  # (B, 3)
     shift = _per_volume(volume_translation, batch, "volume_translation", points)
     view = (batch,) + (1,) * (points.ndim - 2) + (3,)
     return (points + shift.reshape(view)) / half_extent.reshape(view)
@@ -58,6 +65,10 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 
 def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
     """``grid_sample`` by hand: ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``. Defined in §3.2."""
+    checks.shape("grid", grid, "(B, C, D, H, W)", lambda t: t.dim() == 5)
+    want = f"(B={grid.shape[0]}, P, 3)"
+    checks.shape("local", local, want, lambda t: t.dim() == 3 and t.shape[::2] == (grid.shape[0], 3))
+    checks.finite("local", local, "check the points and the volume's voxel_size")
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
     # Zero padding made literal: a border of zero voxels, so every corner index is valid.
@@ -131,8 +142,12 @@ def emission_absorption(
         raise ValueError(
             f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree but in the last dim."
         )
-    if surface_thickness < 0 or surface_thickness > densities.shape[-2]:
-        raise ValueError(f"surface_thickness must be between 0 and the number of samples, got {surface_thickness}.")
+    surface_thickness = checks.integer("surface_thickness", surface_thickness, minimum=0)
+    if surface_thickness > densities.shape[-2]:
+        raise ValueError(
+            f"surface_thickness must be at most the {densities.shape[-2]} samples, got {surface_thickness}."
+        )
+    eps = checks.number("eps", eps, 0.0)
     checks.finite("densities", densities)
     checks.finite("features", features)
     _check_unit_interval("densities", densities)
@@ -182,10 +197,19 @@ def alpha_from_sigma(
             f"sigma must have shape lengths.shape + (1,) = {(*tuple(lengths.shape), 1)}, got {tuple(sigma.shape)}."
         )
     if lengths.shape[-1] < 2:
-        raise ValueError("alpha_from_sigma needs at least two samples per ray to know the step.")
+        raise ValueError(
+            f"alpha_from_sigma needs two samples per ray or more to know the step, got {lengths.shape[-1]}."
+        )
     checks.finite("sigma", sigma)
+    checks.finite("lengths", lengths)
+    if (lengths.diff(dim=-1) < 0).any():
+        raise ValueError("lengths must increase along each ray (nearest sample first), got decreasing ones; sort them.")
+    if directions is not None:
+        want = (*lengths.shape[:-1], 3)
+        checks.shape("directions", directions, f"{want}", directions.shape == want)
+        checks.finite("directions", directions)
     if sigma.min() < 0:
-        raise ValueError("sigma is a physical density and must be >= 0.")
+        raise ValueError(f"sigma is a physical density and must be >= 0, got a minimum of {sigma.min().item():.4g}.")
     steps = lengths.diff(dim=-1)
     steps = torch.cat([steps, steps[..., -1:]], dim=-1)  # each sample stands for the interval starting at it
     if directions is not None:  # delta in world units: |direction| (t_{i+1} - t_i)
@@ -199,7 +223,8 @@ class Renderer(torch.nn.Module):
     def __init__(self, raysampler, raymarcher):
         super().__init__()
         if not callable(raysampler) or not callable(raymarcher):
-            raise TypeError("Renderer(raysampler, raymarcher) needs two callables (modules).")
+            got = f"{type(raysampler).__name__} and {type(raymarcher).__name__}"
+            raise TypeError(f"Renderer(raysampler, raymarcher) needs two callables (modules), got {got}.")
         self.raysampler, self.raymarcher = raysampler, raymarcher
 
     def forward(self, cameras, volumes, **kwargs):

@@ -13,20 +13,30 @@ from . import checks
 
 def huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
     """The pseudo-Huber loss, elementwise: ``scaling * (sqrt(1 + (x-y)^2 / scaling^2) - 1)``. Defined in §4.3."""
+    return _huber(x, y, checks.number("scaling", scaling, 0.0, low_open=True))
+
+
+def _huber(x: torch.Tensor, y: torch.Tensor, scaling: float = 0.1) -> torch.Tensor:
+    """:func:`huber` without checking ``scaling``: what the fits call on every step."""
     # linear for large residuals, so a few badly wrong pixels cannot dominate the gradient
     return ((1 + (x - y) ** 2 / scaling**2).clamp(1e-4).sqrt() - 1) * float(scaling)  # the tutorial's clamp
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR ``-10 log10(MSE)`` in dB of each image ``(N, H, W, C)`` in [0, 1] -> ``(N,)``. Defined in §4.7."""
-    checks.shape("pred", pred, f"equal to target's {tuple(target.shape)}", pred.shape == target.shape)
+    checks.finite("target", target, "score against finite images (re-render the views)")
+    same = f"(N, H, W, C) equal to target's {tuple(target.shape)}"
+    checks.shape("pred", pred, same, lambda t: t.dim() == 4 and t.shape == target.shape)
+    checks.finite("pred", pred, "the prediction is broken (a diverged fit?); score finite images")
     mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
 
 def silhouette_iou(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5) -> float:
     """IoU of opacities ``pred > threshold`` and silhouettes ``target > 0.5`` ``(N, H, W)``, pooled. Defined in §4.7."""
-    checks.shape("pred", pred, f"equal to target's {tuple(target.shape)}", pred.shape == target.shape)
+    checks.shape("pred", pred, f"equal to target's {tuple(target.shape)}", lambda t: t.shape == target.shape)
+    checks.finite("pred", pred, "the prediction is broken (a diverged fit?); score finite opacities")
+    threshold = checks.number("threshold", threshold, 0.0, 1.0)
     p, t = pred > threshold, target > 0.5
     union = (p | t).sum().item()
     return (p & t).sum().item() / union if union else 1.0
@@ -35,10 +45,15 @@ def silhouette_iou(pred: torch.Tensor, target: torch.Tensor, threshold: float = 
 @torch.no_grad()
 def evaluate(model, views, batch_size: int = 10) -> dict:
     """Render ``views`` with ``model`` (``(B, H, W, 4)``: RGB, opacity): ``psnr``, ``iou``, images. Defined in §4.7."""
+    if not all(hasattr(views, k) for k in ("images", "silhouettes", "cameras")):
+        raise TypeError(f"views must be a data.CowViews, got {type(views).__name__}; pass what data.generate_* return.")
+    batch_size = checks.integer("batch_size", batch_size)
     checks.finite("the views' images", views.images, "re-render the dataset (delete its cache file)")
     cameras = views.cameras()
     batches = [cameras[list(range(i, min(i + batch_size, len(views))))] for i in range(0, len(views), batch_size)]
     out = torch.cat([model(batch) for batch in batches])
+    want = (*views.images.shape[:3], 4)
+    checks.shape("the model's output", out, f"{want}: RGB, then opacity", lambda t: t.shape == want)
     checks.finite("the rendered images", out, "the fitted volume is broken; re-run the fit with a lower lr")
     images, silhouettes = out[..., :3].clamp(0, 1), out[..., 3]
     scores = {"psnr": psnr(images, views.images).mean().item(), "iou": silhouette_iou(silhouettes, views.silhouettes)}
@@ -77,6 +92,7 @@ class FitHistory:
 
     def time_to_reach(self, target_psnr: float) -> float:
         """Fitting seconds at the first evaluation reaching ``target_psnr`` (``inf`` if never)."""
+        target_psnr = checks.number("target_psnr", target_psnr)
         return next((s for s, p in zip(self.eval_seconds, self.psnr, strict=True) if p >= target_psnr), math.inf)
 
 
@@ -86,6 +102,16 @@ class DivergenceError(FloatingPointError):
 
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:
     """Stop a fit whose loss is not finite, or whose median of the last ``window`` rose for good. Defined in §4.7."""
+    if not isinstance(history, FitHistory) or not history.losses:
+        got = f"{len(history.losses)} losses" if isinstance(history, FitHistory) else type(history).__name__
+        raise ValueError(f"history must be a FitHistory holding at least one loss, got {got}; log_step first.")
+    _check_divergence(
+        history, checks.integer("window", window), checks.number("factor", factor, 1.0, low_open=True), lr
+    )
+
+
+def _check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:
+    """:func:`check_divergence` without checking its arguments: what the fits call on every step."""
     loss, it = history.losses[-1], history.iterations[-1]
     hint = f"Lower the learning rate (lr={lr:g})" if lr is not None else "Lower the learning rate"
     if not math.isfinite(loss):

@@ -8,15 +8,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from . import checks
 
-def _numpy_images(images) -> np.ndarray:
+
+def _numpy_images(images, name: str = "images") -> np.ndarray:
     if isinstance(images, torch.Tensor):
         images = images.detach().float().cpu().numpy()
     images = np.asarray(images)
     if images.ndim not in (3, 4):
-        raise ValueError(f"Expected images of shape (N, H, W) or (N, H, W, C), got {images.shape}.")
-    if not np.isfinite(images).all():
-        raise ValueError("The images contain NaN or infinite values; refusing to plot them as if they were fine.")
+        raise ValueError(f"Expected {name} of shape (N, H, W) or (N, H, W, C), got {images.shape}.")
+    if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
+        raise ValueError(f"The {name} hold NaN, inf or non-numbers; check what produced them (a diverged fit?).")
     return images
 
 
@@ -33,11 +35,15 @@ def image_grid(
     images = _numpy_images(images)
     n = images.shape[0]
     if (rows is None) != (cols is None):
-        raise ValueError("Specify either both rows and cols or neither.")
+        raise ValueError(f"Specify either both rows and cols or neither, got rows={rows}, cols={cols}.")
     if rows is None:
         rows, cols = math.ceil(n / min(n, 10)), min(n, 10)
+    rows, cols = checks.integer("rows", rows), checks.integer("cols", cols)
     if rows * cols < n:
-        raise ValueError(f"A {rows} x {cols} grid cannot hold {n} images.")
+        raise ValueError(f"A {rows} x {cols} grid (rows x cols) cannot hold {n} images; pass rows * cols >= {n}.")
+    if titles is not None and len(titles) < n:
+        raise ValueError(f"titles has {len(titles)} entries for {n} images; give one title per image.")
+    size = checks.number("size (inches per image)", size, 0.0, low_open=True)
     figsize = (size * cols, size * rows + (0.4 if suptitle else 0))
     gaps = {"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25}
     fig, axes = plt.subplots(rows, cols, figsize=figsize, gridspec_kw=gaps, squeeze=False)

@@ -43,6 +43,8 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
 
 def ndc_to_pixel(xy: torch.Tensor, image_height: int, image_width: int):
     """Continuous pixel ``row, col`` ``(...)`` of NDC ``xy`` ``(..., 2)``; centres are integers. Defined in §2.1."""
+    image_height, image_width = checks.integer("image_height", image_height), checks.integer("image_width", image_width)
+    checks.shape("xy", xy, "(..., 2)", lambda t: t.shape[-1:] == (2,))
     short = min(image_width, image_height)
     u_x, u_y = image_width / short, image_height / short
     col = image_width * (u_x - xy[..., 0]) / (2 * u_x) - 0.5
@@ -59,10 +61,20 @@ def _check_cameras(cameras) -> None:
         raise ValueError(
             "These cameras carry an explicit projection matrix K; build them without, or use NDCMultinomialRaysampler."
         )
+    values = {
+        k: torch.as_tensor(getattr(cameras, k), device=cameras.R.device) for k in ("R", "T", "fov", "aspect_ratio")
+    }
+    if not torch.stack([torch.isfinite(v).all() for v in values.values()]).all():  # one sync
+        name, value = next((k, v) for k, v in values.items() if not torch.isfinite(v).all())
+        raise ValueError(
+            f"The cameras' {name} holds NaN or infinite values: {value.tolist()}. Make the cameras from finite "
+            "angles and distances (data.make_cameras, fitting.rotating_cameras)."
+        )
 
 
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
     """World directions ``(B, ..., 3)`` (view z = 1) of the rays through NDC ``xy`` ``(B, ..., 2)``. Defined in §2.2."""
+    checks.shape("xy", xy, "(B, ..., 2)", lambda t: t.dim() >= 2 and t.shape[-1] == 2)
     slope_x, slope_y = _slopes(cameras, xy.dim() - 2)
     xy = xy.to(cameras.R.dtype)
     view = torch.stack((xy[..., 0] * slope_x, xy[..., 1] * slope_y, torch.ones_like(xy[..., 0])), dim=-1)
@@ -86,6 +98,8 @@ def _slopes(cameras, n_inner_dims: int):
 def project(cameras, points: torch.Tensor):
     """NDC ``xy`` ``(B, N, 2)`` and view depth ``z`` ``(B, N)`` (> 0: in front) of world ``points``. Defined in §2.1."""
     slope_x, slope_y = _slopes(cameras, 1)
+    b = len(cameras.R)
+    checks.shape("points", points, f"(B={b}, N, 3)", lambda t: t.dim() == 3 and t.shape[::2] == (b, 3))
     view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
     z = view[..., 2]
     xy = torch.stack((view[..., 0] / (z * slope_x), view[..., 1] / (z * slope_y)), dim=-1)
@@ -94,6 +108,9 @@ def project(cameras, points: torch.Tensor):
 
 def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Jitter sorted depths ``(..., P)`` in their bins, as ``stratified_sampling`` draws. Defined in §2.5."""
+    checks.finite("depths", depths, "pass finite depths")
+    if (depths.diff(dim=-1) < 0).any():
+        raise ValueError("depths must increase along each ray (the last dimension), got decreasing ones; sort them.")
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
     lower = torch.cat((depths[..., :1], mids), dim=-1)
@@ -184,8 +201,16 @@ def camera_rays(cameras, image_size: int):
 
 def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
     """Entry, exit ``(N,)`` of rays ``(N, 3)`` through a box (slab method); misses: ``far <= near``. Defined in §5.3."""
-    hi = torch.as_tensor(upper, dtype=origins.dtype, device=origins.device)  # h (the cube [-h, h]^3) or a corner
-    lo = -hi if lower is None else torch.as_tensor(lower, dtype=origins.dtype, device=origins.device)
+    checks.shape("origins", origins, "(N, 3)", lambda t: t.dim() == 2 and t.shape[1] == 3)
+    checks.shape("directions", directions, f"{tuple(origins.shape)} like origins", lambda t: t.shape == origins.shape)
+    checks.finite("origins", origins, "pass finite ray origins")
+    checks.finite("directions", directions, "pass finite ray directions")
+    if (directions.abs().amax(-1) == 0).any():
+        raise ValueError("directions holds zero vectors, which point nowhere; give every ray a nonzero direction.")
+    hi = _corner("upper", upper, origins)  # h (the cube [-h, h]^3) or a corner
+    lo = -hi if lower is None else _corner("lower", lower, origins)
+    if not (hi > lo).all():
+        raise ValueError(f"ray_box needs upper > lower, got {hi.tolist()} and {lo.tolist()}; for [-h, h]^3 pass h > 0.")
     # a direction parallel to an axis would divide by zero: 1e-9 gives an interval that is +-inf in effect
     inv = 1.0 / torch.where(directions.abs() < 1e-9, torch.full_like(directions, 1e-9), directions)
     t0, t1 = (lo - origins) * inv, (hi - origins) * inv
@@ -194,13 +219,30 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
     return near, far
 
 
+def _corner(name: str, value, like: torch.Tensor) -> torch.Tensor:
+    try:
+        corner = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise TypeError(f"{name} must be a number or 3 numbers, got {value!r}; pass e.g. 1.5.") from exc
+    checks.shape(name, corner, "() or (3,)", corner.shape in ((), (3,)))
+    return checks.finite(name, corner, "pass a finite corner")
+
+
 def inside_box(points: torch.Tensor, extent: float = VOLUME_EXTENT) -> torch.Tensor:
     """Boolean ``(...)``: which ``points`` ``(..., 3)`` lie in the cube of side ``extent`` at 0. Defined in §2.8."""
+    extent = checks.number("extent", extent, 0.0, low_open=True)
+    checks.shape("points", points, "(..., 3)", lambda t: t.shape[-1:] == (3,))
     return (points.abs() <= extent / 2).all(dim=-1)
 
 
 def sample_budget(bundle, occupancy) -> dict[str, float]:
     """Fractions of a bundle's samples ``outside_box``, ``box_but_carved`` and ``inside_hull``. Defined in §2.8."""
+    from .hull import Occupancy
+
+    if not isinstance(occupancy, Occupancy):
+        raise TypeError(
+            f"occupancy must be a hull.Occupancy, got {type(occupancy).__name__}; make one with hull.carve."
+        )
     points = ray_points(bundle)
     in_box = inside_box(points)
     in_hull = occupancy.lookup(points)
