@@ -1,0 +1,474 @@
+"""Chapter 6: from a fitted voxel grid to a mesh, measured against the true cow.
+
+Each function names the section of Chapter 6 (``notebooks/06_mesh.ipynb``) that
+teaches it. Conventions are those of the rest of the book (PyTorch3D ``Volumes``):
+
+- a grid is ``(D, H, W)`` (or ``(1, D, H, W)``), indexed ``[z, y, x]``, centred on the
+  world origin, with voxel centres at ``(i - (n - 1) / 2) * voxel_size`` along each axis;
+- densities are in [0, 1]: the opacity of one voxel, the fraction of the light that
+  crosses a voxel's width and is absorbed there;
+- colours ``(3, D, H, W)`` in [0, 1], sampled trilinearly with ``align_corners=True``
+  exactly as Chapter 3 (``helpers.marching.sample_volume``);
+- meshes are ``pytorch3d.structures.Meshes`` holding one mesh in world coordinates,
+  faces wound so that their normals point *out* of the object.
+
+The two functions under "Adapters" are the only places that know how Chapters 2, 4
+and 5 store their results; everything else takes plain tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from . import marching
+
+# ----------------------------------------------------------------------------- adapters
+
+
+def grids(model, sample_step: float | None = None):
+    """Densities ``(1, D, H, W)``, colours ``(3, D, H, W)`` and the voxel size of any fit of the book.
+
+    Section "Getting the fits". The one place that knows the fits' types:
+
+    - anything with ``.densities``, ``.colors`` and ``.voxel_size`` (the interface every
+      model has after the helpers' refactor);
+    - Chapter 5's ``fast.FastRenderer`` (what ``fast.fit`` returns) or its ``.volume``,
+      a ``fast.FastVolume``, whose ``densities_colors()`` are already opacities per voxel;
+    - Chapter 4's ``fitting.VolumeModel``, whose densities are opacities per *ray sample*:
+      they are converted to opacities per voxel, ``1 - (1 - a) ** (voxel / step)``, with
+      ``step`` the sample spacing of its settings (``sample_step`` overrides it).
+
+    Returned tensors are detached, on the model's device.
+    """
+    from . import fast, fitting
+
+    if isinstance(model, fast.FastRenderer):
+        model = model.volume
+    if isinstance(model, fast.FastVolume):
+        densities, colors = model.densities_colors()
+        return densities.detach(), colors.detach(), float(model.voxel)
+    if not all(hasattr(model, name) for name in ("densities", "colors", "voxel_size")):
+        raise TypeError(f"grids() needs a fitted model of the book (fitting.VolumeModel, fast.FastRenderer, "
+                        f"fast.FastVolume), got {type(model).__name__}.")
+    with torch.no_grad():
+        densities, colors, voxel = model.densities.detach(), model.colors.detach(), float(model.voxel_size)
+    if isinstance(model, fitting.VolumeModel):
+        if sample_step is None:
+            settings = getattr(model, "settings", None) or fitting.default_settings("cpu")
+            sample_step = (settings.max_depth - settings.min_depth) / settings.n_pts_per_ray
+        if not sample_step > 0:
+            raise ValueError(f"sample_step must be a positive distance in world units, got {sample_step}.")
+        densities = 1 - (1 - densities.clamp(0, 1 - 1e-6)) ** (voxel / sample_step)
+    return densities, colors, voxel
+
+
+def carve(views, grid_size: int = 128):
+    """The visual hull of ``views`` (a ``data.CowViews``) as a bool grid ``(R, R, R)`` ``[z, y, x]``.
+
+    Section "Three reconstructions". Chapter 2's carving, *without* the safety margin
+    (``dilate=0``): the margin keeps thin parts for empty-space skipping, but as a
+    shape it would make the hull a voxel too fat everywhere. Voxel size ``3 / R``.
+    """
+    from . import rays
+
+    return rays.visual_hull(views.silhouettes, views.cameras(), grid_size=grid_size, dilate=0)
+
+
+def cached_fast_fit(train, settings, device, cache):
+    """Chapter 5's recipe fitted on ``train`` (``fast.fit``), kept in the file ``cache`` for the next run.
+
+    Section "Getting the fits": used only while no saved Chapter 5 fit exists. The
+    file holds the raw ``(1, 4, R, R, R)`` grid and the settings it was fitted with;
+    it is reused only when the settings are the same. Returns ``(FastVolume, seconds
+    spent fitting, or 0.0 when loaded)``.
+    """
+    import dataclasses
+    import os
+    import time
+
+    from . import fast
+
+    cache = Path(cache)
+    wanted = dataclasses.asdict(settings)
+    if cache.is_file():
+        payload = torch.load(cache, map_location="cpu", weights_only=True)
+        if payload.get("settings") == wanted:
+            volume = fast.FastVolume(density=settings.density, fused=settings.fused, grid=payload["grid"])
+            return volume.to(device), 0.0
+    start = time.perf_counter()
+    renderer, _ = fast.fit(train, None, settings, device=device)
+    seconds = time.perf_counter() - start
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp")
+    torch.save({"grid": renderer.volume.grid.detach().cpu(), "settings": wanted}, tmp)
+    os.replace(tmp, cache)
+    return renderer.volume, seconds
+
+
+def glue(**values) -> None:
+    """Store numbers for the chapter's prose (myst-nb ``glue``, not displayed) and print them.
+
+    Section "Getting the fits": every number the text quotes comes from here, so the
+    prose always matches the run that built the page. Without myst-nb (Colab) it only prints.
+    """
+    try:
+        from myst_nb import glue as myst_glue
+    except ImportError:
+        myst_glue = None
+    for key, value in values.items():
+        if myst_glue is not None:
+            myst_glue(f"ch6-{key.replace('_', '-')}", value, display=False)
+    print("  ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items()))
+
+
+# ----------------------------------------------------------------------------- checks on inputs
+
+
+def _grid3(name: str, grid: torch.Tensor) -> torch.Tensor:
+    if not isinstance(grid, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (D, H, W) or (1, D, H, W), got {type(grid).__name__}.")
+    if grid.ndim == 4 and grid.shape[0] == 1:
+        grid = grid[0]
+    if grid.ndim != 3 or min(grid.shape) < 2:
+        raise ValueError(f"{name} must have shape (D, H, W) or (1, D, H, W) with every size >= 2, "
+                         f"got {tuple(grid.shape)}.")
+    grid = grid.float()
+    if not torch.isfinite(grid).all():
+        raise ValueError(f"{name} contains NaN or infinite values; check the fit that produced it.")
+    return grid
+
+
+def _positive(name: str, value) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number (world units), got {value}.")
+    return value
+
+
+def _one_mesh(mesh):
+    from pytorch3d.structures import Meshes
+
+    if not isinstance(mesh, Meshes) or len(mesh) != 1:
+        raise TypeError(f"Expected a pytorch3d Meshes holding exactly one mesh, got {type(mesh).__name__}"
+                        + (f" of {len(mesh)} meshes" if isinstance(mesh, Meshes) else "") + ".")
+    if mesh.faces_packed().shape[0] == 0:
+        raise ValueError("The mesh has no faces.")
+    return mesh
+
+
+# ----------------------------------------------------------------------------- marching cubes
+
+
+def index_to_world(index_xyz: torch.Tensor, grid_shape, voxel_size: float) -> torch.Tensor:
+    """Continuous voxel indices ``(V, 3)`` in ``(x, y, z)`` order (along W, H, D) to world points ``(V, 3)``.
+
+    Section "Marching cubes, checked". Voxel ``i`` of an axis of ``n`` voxels sits at
+    ``(i - (n - 1) / 2) * voxel_size``; ``grid_shape`` is ``(D, H, W)``.
+    """
+    d, h, w = (int(s) for s in grid_shape)
+    centre = index_xyz.new_tensor([(w - 1) / 2, (h - 1) / 2, (d - 1) / 2])
+    return (index_xyz - centre) * voxel_size
+
+
+def extract_mesh(field: torch.Tensor, level: float, voxel_size: float):
+    """The surface ``field == level`` of a grid ``(D, H, W)`` as a world-space ``Meshes``.
+
+    Section "Marching cubes, checked". Runs ``pytorch3d.ops.marching_cubes`` with
+    ``return_local_coords=False`` (vertices as continuous indices in ``(x, y, z)`` =
+    ``(W, H, D)`` order, which the chapter verifies), maps them with
+    :func:`index_to_world`, and flips the winding so that face normals point towards
+    *lower* values of the field (out of a dense object). The grid is first padded with
+    one layer of voxels below ``level``, so a surface that touches the grid's border is
+    closed there instead of left open.
+    """
+    from pytorch3d.ops.marching_cubes import marching_cubes
+    from pytorch3d.structures import Meshes
+
+    field = _grid3("field", field)
+    voxel_size = _positive("voxel_size", voxel_size)
+    level = float(level)
+    lo, hi = field.min().item(), field.max().item()
+    if not (math.isfinite(level) and lo < level < hi):
+        raise ValueError(f"level={level} must lie strictly between the field's minimum {lo:.4g} and maximum "
+                         f"{hi:.4g}, or there is no surface; pick an iso-level inside that range.")
+    pad = min(lo, level) - 1.0
+    padded = torch.nn.functional.pad(field, (1, 1, 1, 1, 1, 1), value=pad)
+    verts, faces = marching_cubes(padded[None], level, return_local_coords=False)
+    verts, faces = verts[0], faces[0]
+    if len(faces) == 0:
+        raise ValueError(f"marching cubes found no surface at level {level}.")
+    verts = index_to_world(verts - 1.0, field.shape, voxel_size)  # undo the padding's shift of one voxel
+    faces = faces[:, [0, 2, 1]]  # PyTorch3D winds towards higher values; we want normals pointing out
+    return Meshes(verts=[verts.float()], faces=[faces.long()])
+
+
+def area(mesh) -> float:
+    """Total surface area of a one-mesh ``Meshes`` (section "Marching cubes, checked")."""
+    return _one_mesh(mesh).faces_areas_packed().sum().item()
+
+
+def enclosed_volume(mesh) -> float:
+    """Volume enclosed by a closed, outward-wound mesh (section "Marching cubes, checked").
+
+    Divergence theorem: the sum over faces of the signed volumes of the tetrahedra
+    ``(origin, a, b, c)``, ``a . (b x c) / 6``. Negative if the faces point inwards.
+    """
+    mesh = _one_mesh(mesh)
+    tri = mesh.verts_packed()[mesh.faces_packed()].double()  # (F, 3, 3)
+    return (tri[:, 0] * torch.cross(tri[:, 1], tri[:, 2], dim=-1)).sum().item() / 6.0
+
+
+def edge_face_counts(faces: torch.Tensor) -> torch.Tensor:
+    """How many faces share each undirected edge of triangles ``faces`` ``(F, 3)`` -> ``(E,)``.
+
+    Section "Marching cubes, checked": a closed (watertight), manifold surface has
+    exactly 2 for every edge; a hole's rim has edges with 1.
+    """
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (F, 3), got {tuple(faces.shape)}.")
+    edges = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
+    return torch.unique(edges, dim=0, return_counts=True)[1]
+
+
+def is_watertight(mesh) -> bool:
+    """True when every edge of the mesh is shared by exactly two faces (section "Marching cubes, checked")."""
+    return bool((edge_face_counts(_one_mesh(mesh).faces_packed()) == 2).all())
+
+
+def sample_field(field: torch.Tensor, points: torch.Tensor, voxel_size: float) -> torch.Tensor:
+    """Trilinear value of a grid ``(D, H, W)`` at world points ``(P, 3)`` -> ``(P,)`` (Chapter 3's convention)."""
+    field = _grid3("field", field)
+    dens, _ = marching.sample_volume(field[None, None], None, points[None].to(field), voxel_size)
+    return dens[0, :, 0]
+
+
+def vertex_colors(densities: torch.Tensor, colors: torch.Tensor, mesh, voxel_size: float,
+                  inward: float = 0.5) -> torch.Tensor:
+    """RGB ``(V, 3)`` of a mesh's vertices, read from the colour grid ``(3, D, H, W)``.
+
+    Section "Colours". A vertex lies where the density crosses the iso-level, half in
+    empty space whose colour the fit never had to learn; so the colour is read
+    ``inward`` voxels inside along the vertex normal and weighted by density,
+    ``trilinear(sigma c) / trilinear(sigma)``, with Chapter 3's trilinear sampling
+    (``marching.sample_volume``: ``Volumes`` convention, ``align_corners=True``).
+    """
+    densities = _grid3("densities", densities)
+    if colors.ndim != 4 or colors.shape[0] != 3 or colors.shape[1:] != densities.shape:
+        raise ValueError(f"colors must have shape (3, D, H, W) = (3, {', '.join(map(str, densities.shape))}), "
+                         f"got {tuple(colors.shape)}.")
+    mesh = _one_mesh(mesh)
+    points = mesh.verts_packed() - inward * voxel_size * mesh.verts_normals_packed()
+    weighted = torch.cat([densities[None], densities[None] * colors.to(densities)], 0)  # (4, D, H, W)
+    _, values = marching.sample_volume(densities[None, None], weighted[None], points[None].to(densities), voxel_size)
+    values = values[0]  # (V, 4): sigma, sigma * rgb
+    return (values[:, 1:] / values[:, :1].clamp_min(1e-6)).clamp(0, 1)
+
+
+def coarsen(field: torch.Tensor, voxel_size: float, factor: int = 2):
+    """Average ``factor^3`` blocks of a grid ``(D, H, W)``: a lighter mesh for the 3-D view.
+
+    Section "Turn it in the browser". Returns the coarse grid and its voxel size. The
+    block centres stay on the same world positions convention (the grid stays centred).
+    """
+    field = _grid3("field", field)
+    if not isinstance(factor, int) or factor < 1 or any(s % factor for s in field.shape):
+        raise ValueError(f"factor must be a positive integer dividing the grid's sizes {tuple(field.shape)}, "
+                         f"got {factor!r}.")
+    coarse = torch.nn.functional.avg_pool3d(field[None, None], factor)[0, 0]
+    return coarse, voxel_size * factor
+
+
+# ----------------------------------------------------------------------------- measuring against the truth
+
+
+def bbox_diagonal(mesh) -> float:
+    """Length of the diagonal of a mesh's axis-aligned bounding box (section "Measuring against the truth")."""
+    verts = _one_mesh(mesh).verts_packed()
+    return (verts.max(0).values - verts.min(0).values).norm().item()
+
+
+def sample_surface(mesh, n_points: int = 10_000, seed: int = 0) -> torch.Tensor:
+    """``n_points`` points ``(n, 3)`` drawn uniformly by area on a mesh's surface, reproducibly.
+
+    Section "Measuring against the truth": ``pytorch3d.ops.sample_points_from_meshes``
+    with the global random state forked and seeded, so the caller's is untouched.
+    """
+    from pytorch3d.ops import sample_points_from_meshes
+
+    mesh = _one_mesh(mesh)
+    if not isinstance(n_points, int) or n_points < 1:
+        raise ValueError(f"n_points must be a positive integer, got {n_points!r}.")
+    devices = [mesh.device] if mesh.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return sample_points_from_meshes(mesh, n_points)[0]
+
+
+def nearest_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Distance ``(N,)`` from each point of ``a`` ``(N, 3)`` to its nearest point of ``b`` ``(M, 3)`` (``knn_points``)."""
+    from pytorch3d.ops import knn_points
+
+    for name, p in (("a", a), ("b", b)):
+        if p.ndim != 2 or p.shape[1] != 3 or p.shape[0] == 0:
+            raise ValueError(f"{name} must be a non-empty point set (N, 3), got {tuple(p.shape)}.")
+    return knn_points(a[None].float(), b[None].float().to(a.device), K=1).dists[0, :, 0].sqrt()
+
+
+def precision_recall_fscore(d_pred_to_true: torch.Tensor, d_true_to_pred: torch.Tensor, threshold: float):
+    """Precision, recall and F-score at distance ``threshold`` {cite}`tatarchenko2019single`.
+
+    Section "Measuring against the truth". Precision: the fraction of the
+    reconstruction's points within ``threshold`` of the truth; recall: the fraction of
+    the truth's points within ``threshold`` of the reconstruction; F: their harmonic
+    mean (0 when both are 0).
+    """
+    threshold = _positive("threshold", threshold)
+    precision = (d_pred_to_true <= threshold).float().mean().item()
+    recall = (d_true_to_pred <= threshold).float().mean().item()
+    f = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return precision, recall, f
+
+
+def compare(pred, truth, n_points: int = 10_000, fractions=(0.01, 0.02), seed: int = 0) -> dict:
+    """Chamfer distance and precision/recall/F-score of a reconstruction against the true mesh.
+
+    Section "Measuring against the truth". ``n_points`` are sampled on each surface;
+    thresholds are ``fractions`` of the *true* mesh's bounding-box diagonal. Returns
+    ``{"chamfer": symmetric Chamfer-L2 (pytorch3d.loss.chamfer_distance: mean squared
+    nearest distance each way, summed), "mean_distance": mean of the unsquared nearest
+    distances both ways, "d_pred": (N,), "d_true": (N,), "diagonal": float,
+    "thresholds": [...], "precision"/"recall"/"fscore": lists, one per fraction}``.
+    """
+    from pytorch3d.loss import chamfer_distance
+
+    p = sample_surface(pred, n_points, seed)
+    t = sample_surface(truth, n_points, seed + 1)
+    d_pred, d_true = nearest_distances(p, t), nearest_distances(t, p)
+    chamfer = chamfer_distance(p[None], t[None])[0].item()
+    diagonal = bbox_diagonal(truth)
+    out = {"chamfer": chamfer, "mean_distance": 0.5 * (d_pred.mean() + d_true.mean()).item(), "d_pred": d_pred,
+           "d_true": d_true, "diagonal": diagonal, "thresholds": [], "precision": [], "recall": [], "fscore": []}
+    for fraction in fractions:
+        threshold = fraction * diagonal
+        prec, rec, f = precision_recall_fscore(d_pred, d_true, threshold)
+        out["thresholds"].append(threshold)
+        out["precision"].append(prec)
+        out["recall"].append(rec)
+        out["fscore"].append(f)
+    return out
+
+
+def distance_to_surface(mesh, truth_points: torch.Tensor) -> torch.Tensor:
+    """Distance ``(V,)`` of each vertex of ``mesh`` to the nearest of ``truth_points`` ``(M, 3)``.
+
+    Section "Where each reconstruction is wrong": the colour of the error map.
+    """
+    return nearest_distances(_one_mesh(mesh).verts_packed(), truth_points)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export(mesh, colors: torch.Tensor | None, folder, name: str) -> dict:
+    """Write ``name.obj`` (geometry) and ``name.ply`` (geometry and vertex colours) with ``pytorch3d.io``.
+
+    Section "Export". PyTorch3D 0.7.9's OBJ writer stores vertices, faces and UV
+    textures only, so vertex colours go to the PLY file (as bytes, 0..255). Returns
+    ``{"obj": Path, "ply": Path}``.
+    """
+    from pytorch3d.io import IO
+    from pytorch3d.renderer import TexturesVertex
+    from pytorch3d.structures import Meshes
+
+    mesh = _one_mesh(mesh)
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"name must be a plain file name without extension, got {name!r}.")
+    verts, faces = mesh.verts_packed().detach().cpu(), mesh.faces_packed().cpu()
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"obj": folder / f"{name}.obj", "ply": folder / f"{name}.ply"}
+    io = IO()
+    io.save_mesh(Meshes([verts], [faces]), paths["obj"])
+    textures = None
+    if colors is not None:
+        if colors.shape != verts.shape:
+            raise ValueError(f"colors must be one RGB triple per vertex, {tuple(verts.shape)}, got {tuple(colors.shape)}.")
+        textures = TexturesVertex([colors.detach().cpu().float().clamp(0, 1)])
+    io.save_mesh(Meshes([verts], [faces], textures=textures), paths["ply"], binary=True, colors_as_uint8=True)
+    return paths
+
+
+def load(path, device="cpu"):
+    """Read an exported mesh back with ``pytorch3d.io.IO().load_mesh``: ``(Meshes, colors (V, 3) or None)``."""
+    from pytorch3d.io import IO
+    from pytorch3d.renderer import TexturesVertex
+
+    mesh = IO().load_mesh(path, include_textures=True, device=device)
+    colors = mesh.textures.verts_features_packed() if isinstance(mesh.textures, TexturesVertex) else None
+    return mesh, colors
+
+
+# ----------------------------------------------------------------------------- the 3-D view
+
+
+def _rgb_strings(colors: torch.Tensor) -> list[str]:
+    c = (colors.detach().cpu().clamp(0, 1) * 255).round().int().tolist()
+    return [f"rgb({r},{g},{b})" for r, g, b in c]
+
+
+def mesh3d(mesh, colors: torch.Tensor | None = None, intensity: torch.Tensor | None = None, name: str = "",
+           offset=(0.0, 0.0, 0.0), **kwargs):
+    """A plotly ``Mesh3d`` trace of a one-mesh ``Meshes`` (section "Turn it in the browser").
+
+    ``colors`` ``(V, 3)`` in [0, 1] colour the vertices; or ``intensity`` ``(V,)`` with a
+    colour scale (pass ``colorscale=...``, ``cmin``/``cmax`` in ``kwargs``). ``offset``
+    shifts the mesh (to put two side by side). The world's +Y (up) becomes plotly's +Z.
+    """
+    import plotly.graph_objects as go
+
+    mesh = _one_mesh(mesh)
+    v = (mesh.verts_packed().detach().cpu() + torch.tensor(offset)).numpy().astype("float32")
+    f = mesh.faces_packed().cpu().numpy().astype("int32")
+    trace = dict(x=v[:, 0], y=-v[:, 2], z=v[:, 1], i=f[:, 0], j=f[:, 1], k=f[:, 2], name=name,
+                 flatshading=False, lighting=dict(ambient=0.55, diffuse=0.7, specular=0.1), hoverinfo="name")
+    if colors is not None:
+        trace["vertexcolor"] = _rgb_strings(colors)
+    elif intensity is not None:
+        trace["intensity"] = intensity.detach().cpu().numpy().astype("float32")
+    trace.update(kwargs)
+    return go.Mesh3d(**trace)
+
+
+def figure_html(fig, div_id: str, alt: str) -> str:
+    """HTML for a plotly figure that draws with the book's own copy of plotly.js (no CDN).
+
+    Section "Turn it in the browser". The page must load ``plotly.min.js`` itself: the
+    book's Sphinx extension (``book/_ext/offline_assets.py``) adds it to every page that
+    holds a ``plotly-graph-div``. ``alt`` becomes the figure's ARIA label.
+    """
+    import html as html_lib
+
+    if not alt:
+        raise ValueError("Give the 3-D view an alt text that says what it shows.")
+    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True,
+                               "plotGlPixelRatio": 1})
+    label = html_lib.escape(alt, quote=True)
+    return f'<div role="img" aria-label="{label}" class="volrender-3d">{body}</div>'
+
+
+def show_figure(fig, div_id: str, alt: str):
+    """Display a plotly figure in the book *and* in a live notebook.
+
+    Section "Turn it in the browser". The output carries two representations:
+    plotly's own (``application/vnd.plotly.v1+json``, drawn by JupyterLab and Colab)
+    and HTML that uses the book's local ``plotly.min.js`` (what the built book shows).
+    """
+    from IPython.display import display
+
+    bundle = {"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/html": figure_html(fig, div_id, alt),
+              "text/plain": f"<3-D view: {alt}>"}
+    display(bundle, raw=True)
