@@ -36,7 +36,9 @@ def grids(model, sample_step: float | None = None):
     - anything with ``.densities``, ``.colors`` and ``.voxel_size`` (the interface every
       model has after the helpers' refactor);
     - Chapter 5's ``fast.FastRenderer`` (what ``fast.fit`` returns) or its ``.volume``,
-      a ``fast.FastVolume``, whose ``densities_colors()`` are already opacities per voxel;
+      a ``fast.FastVolume``, whose ``densities_colors()`` are already opacities per voxel.
+      Its renderer skips every sample outside its visual hull, so voxels there keep their
+      initial fog; they are set to 0 here, as the renderer sees them;
     - Chapter 4's ``fitting.VolumeModel``, whose densities are opacities per *ray sample*:
       they are converted to opacities per voxel, ``1 - (1 - a) ** (voxel / step)``, with
       ``step`` the sample spacing of its settings (``sample_step`` overrides it).
@@ -45,10 +47,16 @@ def grids(model, sample_step: float | None = None):
     """
     from . import fast, fitting
 
+    occupancy = None
     if isinstance(model, fast.FastRenderer):
-        model = model.volume
+        model, occupancy = model.volume, model.occupancy
     if isinstance(model, fast.FastVolume):
         densities, colors = model.densities_colors()
+        if occupancy is not None:  # the renderer treats everything outside its hull as empty: so do we
+            from .rays import voxel_centers
+
+            centres = voxel_centers(model.resolution, 2 * fast.HALF_EXTENT, device=densities.device)
+            densities = densities * occupancy.lookup(centres.reshape(-1, 3)).reshape(densities.shape)
         return densities.detach(), colors.detach(), float(model.voxel)
     if not all(hasattr(model, name) for name in ("densities", "colors", "voxel_size")):
         raise TypeError(f"grids() needs a fitted model of the book (fitting.VolumeModel, fast.FastRenderer, "
@@ -81,9 +89,9 @@ def cached_fast_fit(train, settings, device, cache):
     """Chapter 5's recipe fitted on ``train`` (``fast.fit``), kept in the file ``cache`` for the next run.
 
     Section "Getting the fits": used only while no saved Chapter 5 fit exists. The
-    file holds the raw ``(1, 4, R, R, R)`` grid and the settings it was fitted with;
-    it is reused only when the settings are the same. Returns ``(FastVolume, seconds
-    spent fitting, or 0.0 when loaded)``.
+    file holds the raw ``(1, 4, R, R, R)`` grid, its hull and the settings it was fitted with;
+    it is reused only when the settings are the same. Returns ``(fast.FastRenderer,
+    seconds spent fitting, or 0.0 when loaded)``; the renderer holds the volume and its hull.
     """
     import dataclasses
     import os
@@ -96,16 +104,19 @@ def cached_fast_fit(train, settings, device, cache):
     if cache.is_file():
         payload = torch.load(cache, map_location="cpu", weights_only=True)
         if payload.get("settings") == wanted:
-            volume = fast.FastVolume(density=settings.density, fused=settings.fused, grid=payload["grid"])
-            return volume.to(device), 0.0
+            volume = fast.FastVolume(density=settings.density, fused=settings.fused, grid=payload["grid"]).to(device)
+            hull = fast.Occupancy(payload["hull"].to(device), payload["half"]) if settings.hull else None
+            return fast.FastRenderer(volume, hull, train.images.shape[1], settings.step_voxels), 0.0
     start = time.perf_counter()
     renderer, _ = fast.fit(train, None, settings, device=device)
     seconds = time.perf_counter() - start
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".tmp")
-    torch.save({"grid": renderer.volume.grid.detach().cpu(), "settings": wanted}, tmp)
+    hull = renderer.occupancy
+    torch.save({"grid": renderer.volume.grid.detach().cpu(), "settings": wanted,
+                "hull": hull.grid.cpu() if hull is not None else None, "half": hull.half if hull is not None else 0.0}, tmp)
     os.replace(tmp, cache)
-    return renderer.volume, seconds
+    return renderer, seconds
 
 
 def glue(**values) -> None:
@@ -200,9 +211,62 @@ def extract_mesh(field: torch.Tensor, level: float, voxel_size: float):
     verts, faces = verts[0], faces[0]
     if len(faces) == 0:
         raise ValueError(f"marching cubes found no surface at level {level}.")
+    verts, faces = weld(verts, faces.long())
     verts = index_to_world(verts - 1.0, field.shape, voxel_size)  # undo the padding's shift of one voxel
     faces = faces[:, [0, 2, 1]]  # PyTorch3D winds towards higher values; we want normals pointing out
-    return Meshes(verts=[verts.float()], faces=[faces.long()])
+    return Meshes(verts=[verts.float()], faces=[faces])
+
+
+def weld(verts: torch.Tensor, faces: torch.Tensor):
+    """Merge vertices ``(V, 3)`` at identical positions and drop the triangles ``(F, 3)`` that collapse.
+
+    Section "Marching cubes, checked". Where a voxel's value equals the iso-level (to
+    within PyTorch3D's tolerance), every edge through that voxel puts its vertex *on* the
+    voxel, each with its own index: the surface is closed in space but cracked in its
+    connectivity. Welding them restores one vertex per position.
+    """
+    unique, inverse = torch.unique(verts, dim=0, return_inverse=True)
+    if unique.shape[0] == verts.shape[0]:
+        return verts, faces
+    faces = inverse[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    return unique, faces[keep]
+
+
+@torch.no_grad()
+def density_at_median_depth(densities: torch.Tensor, voxel_size: float, origins: torch.Tensor,
+                            directions: torch.Tensor, min_opacity: float = 0.9) -> torch.Tensor:
+    """The density ``(K,)`` met where each ray has lost half its light (section "Choosing the iso-level").
+
+    Rays ``origins``, ``directions`` ``(N, 3)`` (unit directions) are marched through the
+    grid ``(D, H, W)`` in steps of one voxel, so each sample's opacity is the density
+    itself (its meaning: the opacity across one voxel), and the transmittance is
+    ``T_k = prod_{j<k} (1 - sigma_j)``. For every ray whose total opacity is at least
+    ``min_opacity`` (it hit the object), the density is read (trilinearly) at the
+    *median depth*, where ``T`` crosses 1/2: where a rendered depth map puts the
+    surface. Their median is an iso-level that puts the mesh where the renders do.
+    """
+    densities = _grid3("densities", densities)
+    voxel_size = _positive("voxel_size", voxel_size)
+    if origins.shape != directions.shape or origins.ndim != 2 or origins.shape[1] != 3:
+        raise ValueError(f"origins and directions must both be (N, 3), got {tuple(origins.shape)} and "
+                         f"{tuple(directions.shape)}.")
+    half = voxel_size * (max(densities.shape) - 1) / 2
+    o, d = origins.to(densities), directions.to(densities)
+    # enter and leave the grid's box (slab method), then march in steps of one voxel
+    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
+    t0, t1 = (-half - o) * inv, (half - o) * inv
+    near = torch.minimum(t0, t1).amax(-1).clamp_min(0)
+    far = torch.maximum(t0, t1).amin(-1)
+    n_steps = int(math.ceil((far - near).clamp_min(0).max().item() / voxel_size)) + 1
+    t = near[:, None] + voxel_size * torch.arange(n_steps, device=o.device, dtype=o.dtype)  # (N, S)
+    points = o[:, None] + t[..., None] * d[:, None]
+    sigma = sample_field(densities, points.reshape(-1, 3), voxel_size).reshape(t.shape).clamp(0, 1)
+    sigma = torch.where(t <= far[:, None], sigma, torch.zeros_like(sigma))
+    after = torch.cumprod(1 - sigma, dim=1)  # light left after each sample
+    hit = after[:, -1] <= 1 - min_opacity
+    k = (after[hit] <= 0.5).float().argmax(dim=1)  # the sample where half the light is gone
+    return sigma[hit].gather(1, k[:, None])[:, 0]
 
 
 def area(mesh) -> float:
@@ -472,3 +536,48 @@ def show_figure(fig, div_id: str, alt: str):
     bundle = {"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/html": figure_html(fig, div_id, alt),
               "text/plain": f"<3-D view: {alt}>"}
     display(bundle, raw=True)
+
+
+
+# ----------------------------------------------------------------------------- quick pictures
+
+
+@torch.no_grad()
+def splat(mesh, colors: torch.Tensor, cameras, image_size: int = 160, background: float = 1.0) -> torch.Tensor:
+    """Images ``(B, S, S, 3)`` of a dense mesh's vertices, each splatted onto 2 x 2 pixels with a z-buffer.
+
+    Sections "Colours" and "Where each reconstruction is wrong": a preview renderer for
+    meshes with tens of thousands of vertices, which PyTorch3D's mesh rasteriser draws
+    slowly on a CPU. Vertex ``colors`` ``(V, 3)`` are shaded by ``0.35 + 0.65 |n . v|``
+    (``n`` the vertex normal, ``v`` the direction to the camera). Pixels follow the book's
+    convention (row 0 at the top), via ``fast.project``; the nearest vertex wins a pixel.
+    """
+    from .fast import project
+
+    mesh = _one_mesh(mesh)
+    verts, normals = mesh.verts_packed(), mesh.verts_normals_packed()
+    if colors.shape != verts.shape:
+        raise ValueError(f"colors must be one RGB triple per vertex, {tuple(verts.shape)}, got {tuple(colors.shape)}.")
+    centres = cameras.get_camera_center()  # (B, 3)
+    depth = cameras.get_world_to_view_transform().transform_points(verts[None].expand(len(cameras), -1, -1))[..., 2]
+    images = []
+    for b in range(len(cameras)):
+        row, col = project(cameras[b], verts, image_size)
+        to_camera = torch.nn.functional.normalize(centres[b] - verts, dim=1)
+        shade = 0.35 + 0.65 * (normals * to_camera).sum(1).abs()
+        rgb = (colors.to(verts) * shade[:, None]).clamp(0, 1)
+        image = torch.full((image_size * image_size, 3), float(background), device=verts.device)
+        zbuf = torch.full((image_size * image_size,), float("inf"), device=verts.device)
+        for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            r, c = row[0].floor().long() + dr, col[0].floor().long() + dc
+            ok = (r >= 0) & (r < image_size) & (c >= 0) & (c < image_size) & (depth[b] > 0)
+            pix = r[ok] * image_size + c[ok]
+            zbuf.scatter_reduce_(0, pix, depth[b][ok], reduce="amin")
+        for dr, dc in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            r, c = row[0].floor().long() + dr, col[0].floor().long() + dc
+            ok = (r >= 0) & (r < image_size) & (c >= 0) & (c < image_size) & (depth[b] > 0)
+            pix = r[ok] * image_size + c[ok]
+            front = depth[b][ok] <= zbuf[pix]
+            image[pix[front]] = rgb[ok][front]
+        images.append(image.reshape(image_size, image_size, 3))
+    return torch.stack(images)

@@ -279,3 +279,28 @@ def test_grids_converts_chapter_4_opacities_per_sample_to_per_voxel():
     assert torch.allclose(M.grids(model, sample_step=0.1)[0], torch.full_like(densities, 0.5))
     with pytest.raises(TypeError, match="grids"):
         M.grids(object())
+
+
+def test_weld_merges_duplicate_vertices_and_drops_collapsed_triangles():
+    verts = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0]])
+    faces = torch.tensor([[0, 1, 2], [3, 4, 2], [1, 3, 4]])  # vertex 3 duplicates 1; the last face collapses
+    welded, new_faces = M.weld(verts, faces)
+    assert welded.shape == (4, 3) and new_faces.shape == (2, 3)
+    assert torch.equal(welded[new_faces[0]], verts[faces[0]]) and torch.equal(welded[new_faces[1]], verts[faces[1]])
+
+
+def test_splat_shows_the_nearer_of_two_spheres_where_they_overlap():
+    from helpers import data
+
+    near, far = icosphere(0.3, level=4), icosphere(0.3, level=4)
+    far = far.offset_verts(torch.tensor([0.0, 0.0, -0.5]))  # behind `near` seen from azimuth 0 (camera on +Z)
+    from pytorch3d.structures import join_meshes_as_scene
+
+    both = join_meshes_as_scene([near, far])
+    n = near.verts_packed().shape[0]
+    colors = torch.cat([torch.tensor([[1.0, 0, 0]]).expand(n, 3), torch.tensor([[0, 0, 1.0]]).expand(n, 3)])
+    camera = data.make_cameras(torch.tensor([0.0]), torch.tensor([0.0]))  # on +Z looking at the origin
+    image = M.splat(both, colors, camera, image_size=64)[0]
+    centre = image[30:34, 30:34].reshape(-1, 3)
+    assert (centre[:, 2] < 0.05).all() and (centre[:, 0] > 0.3).all()  # red: the sphere nearer the camera at +Z
+    assert (image[0, 0] == 1).all()  # background
