@@ -85,38 +85,62 @@ def carve(views, grid_size: int = 128):
     return rays.visual_hull(views.silhouettes, views.cameras(), grid_size=grid_size, dilate=0)
 
 
-def cached_fast_fit(train, settings, device, cache):
+def cached_fast_fit(train, settings, device, cache, snapshot: int | None = None):
     """Chapter 5's recipe fitted on ``train`` (``fast.fit``), kept in the file ``cache`` for the next run.
 
     Section "Getting the fits": used only while no saved Chapter 5 fit exists. The
-    file holds the raw ``(1, 4, R, R, R)`` grid, its hull and the settings it was fitted with;
-    it is reused only when the settings are the same. Returns ``(fast.FastRenderer,
-    seconds spent fitting, or 0.0 when loaded)``; the renderer holds the volume and its hull.
+    file holds the raw ``(1, 4, R, R, R)`` grid, its hull and the settings it was fitted
+    with; it is reused only when the settings (and ``snapshot``) are the same. With
+    ``snapshot=k`` the grid as it was after ``k`` iterations is kept too (a shorter fit
+    for free). Returns ``(renderer, seconds spent fitting or 0.0 when loaded,
+    snapshot renderer or None)``; each renderer is a ``fast.FastRenderer`` holding its
+    volume and the hull.
     """
     import dataclasses
     import os
     import time
 
-    from . import fast
+    from . import data, fast
 
     cache = Path(cache)
-    wanted = dataclasses.asdict(settings)
+    wanted = {**dataclasses.asdict(settings), "snapshot": snapshot}
+    if snapshot is not None and not (isinstance(snapshot, int) and 0 < snapshot < settings.n_iter):
+        raise ValueError(f"snapshot must be an iteration between 1 and n_iter - 1 = {settings.n_iter - 1}, got {snapshot!r}.")
+
+    def renderer_of(grid, hull):
+        volume = fast.FastVolume(density=settings.density, fused=settings.fused, grid=grid.to(device))
+        return fast.FastRenderer(volume, hull, train.images.shape[1], settings.step_voxels)
+
     if cache.is_file():
         payload = torch.load(cache, map_location="cpu", weights_only=True)
         if payload.get("settings") == wanted:
-            volume = fast.FastVolume(density=settings.density, fused=settings.fused, grid=payload["grid"]).to(device)
-            hull = fast.Occupancy(payload["hull"].to(device), payload["half"]) if settings.hull else None
-            return fast.FastRenderer(volume, hull, train.images.shape[1], settings.step_voxels), 0.0
+            hull = fast.Occupancy(payload["hull"].to(device), payload["half"]) if payload["hull"] is not None else None
+            early = renderer_of(payload["snapshot"], hull) if payload.get("snapshot") is not None else None
+            return renderer_of(payload["grid"], hull), 0.0, early
+
+    kept = {}
+    run, heldout, callback = settings, None, None
+    if snapshot is not None:
+        # fast.fit calls back after each evaluation: evaluate one view, every `snapshot` iterations
+        run = dataclasses.replace(settings, eval_every=snapshot)
+        heldout = data.CowViews(*(t[:1] for t in (train.R, train.T, train.images, train.silhouettes,
+                                                    train.elevations, train.azimuths)))
+
+        def callback(iteration, renderer):
+            if iteration == snapshot:
+                kept["grid"] = renderer.volume.grid.detach().cpu().clone()
+
     start = time.perf_counter()
-    renderer, _ = fast.fit(train, None, settings, device=device)
+    renderer, _ = fast.fit(train, heldout, run, device=device, callback=callback)
     seconds = time.perf_counter() - start
+    hull = renderer.occupancy
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + ".tmp")
-    hull = renderer.occupancy
-    torch.save({"grid": renderer.volume.grid.detach().cpu(), "settings": wanted,
+    torch.save({"grid": renderer.volume.grid.detach().cpu(), "settings": wanted, "snapshot": kept.get("grid"),
                 "hull": hull.grid.cpu() if hull is not None else None, "half": hull.half if hull is not None else 0.0}, tmp)
     os.replace(tmp, cache)
-    return renderer, seconds
+    early = renderer_of(kept["grid"], hull) if "grid" in kept else None
+    return renderer, seconds, early
 
 
 def glue(**values) -> None:

@@ -1,5 +1,6 @@
 """``helpers.mesh`` (Chapter 6): marching cubes checked against closed forms, metrics, export."""
 
+import dataclasses
 import math
 
 import pytest
@@ -304,3 +305,23 @@ def test_splat_shows_the_nearer_of_two_spheres_where_they_overlap():
     centre = image[30:34, 30:34].reshape(-1, 3)
     assert (centre[:, 2] < 0.05).all() and (centre[:, 0] > 0.3).all()  # red: the sphere nearer the camera at +Z
     assert (image[0, 0] == 1).all()  # background
+
+
+def test_cached_fast_fit_keeps_the_fit_and_an_early_snapshot(tmp_path):
+    from helpers import data, fast
+
+    train = data.generate_cow_renders(num_views=40, image_size=128, device="cpu")
+    settings = fast.FastSettings(n_iter=6, rays_per_step=512, coarse_size=16, coarse_fraction=0.5, volume_size=32,
+                                 hull_resolution=32)
+    cache = tmp_path / "fit.pt"
+    renderer, seconds, early = M.cached_fast_fit(train, settings, "cpu", cache, snapshot=2)
+    assert seconds > 0 and cache.is_file()
+    assert renderer.volume.resolution == 32 and early.volume.resolution == 16  # the snapshot is from the coarse stage
+    again, seconds_again, early_again = M.cached_fast_fit(train, settings, "cpu", cache, snapshot=2)
+    assert seconds_again == 0.0
+    assert torch.equal(again.volume.grid, renderer.volume.grid) and torch.equal(early_again.volume.grid, early.volume.grid)
+    assert torch.equal(M.grids(again)[0], M.grids(renderer)[0])
+    changed = dataclasses.replace(settings, seed=1)
+    assert M.cached_fast_fit(train, changed, "cpu", cache)[1] > 0  # other settings: fitted again
+    with pytest.raises(ValueError, match="snapshot"):
+        M.cached_fast_fit(train, settings, "cpu", cache, snapshot=6)
