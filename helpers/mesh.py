@@ -355,17 +355,22 @@ def vertex_colors(densities: torch.Tensor, colors: torch.Tensor, mesh, voxel_siz
     return (values[:, 1:] / values[:, :1].clamp_min(1e-6)).clamp(0, 1)
 
 
-def coarsen(field: torch.Tensor, voxel_size: float, factor: int = 2):
-    """Average ``factor^3`` blocks of a grid ``(D, H, W)``: a lighter mesh for the 3-D view.
+def coarsen(field: torch.Tensor, voxel_size: float, factor: int = 2, reduce: str = "mean"):
+    """Reduce ``factor^3`` blocks of a grid ``(D, H, W)`` to one voxel: a lighter mesh for the 3-D view.
 
-    Section "Turn it in the browser". Returns the coarse grid and its voxel size. The
-    block centres stay on the same world positions convention (the grid stays centred).
+    Section "Turn it in the browser". ``reduce="mean"`` averages (for colours);
+    ``reduce="max"`` keeps the largest value (for densities: a shell one fine voxel thin
+    would be diluted by the average and break up into holes at the same iso-level).
+    Returns the coarse grid and its voxel size; the grid stays centred on the origin.
     """
     field = _grid3("field", field)
     if not isinstance(factor, int) or factor < 1 or any(s % factor for s in field.shape):
         raise ValueError(f"factor must be a positive integer dividing the grid's sizes {tuple(field.shape)}, "
                          f"got {factor!r}.")
-    coarse = torch.nn.functional.avg_pool3d(field[None, None], factor)[0, 0]
+    pools = {"mean": torch.nn.functional.avg_pool3d, "max": torch.nn.functional.max_pool3d}
+    if reduce not in pools:
+        raise ValueError(f"reduce must be 'mean' or 'max', got {reduce!r}.")
+    coarse = pools[reduce](field[None, None], factor)[0, 0]
     return coarse, voxel_size * factor
 
 
@@ -494,7 +499,11 @@ def load(path, device="cpu"):
     from pytorch3d.io import IO
     from pytorch3d.renderer import TexturesVertex
 
-    mesh = IO().load_mesh(path, include_textures=True, device=device)
+    import warnings
+
+    with warnings.catch_warnings():  # our OBJ files have no material library, by design
+        warnings.filterwarnings("ignore", message="No mtl file provided")
+        mesh = IO().load_mesh(path, include_textures=True, device=device)
     colors = mesh.textures.verts_features_packed() if isinstance(mesh.textures, TexturesVertex) else None
     return mesh, colors
 

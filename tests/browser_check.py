@@ -323,7 +323,7 @@ def _check_webgl(browser: Chromium, report: PageReport, screenshot: Path | None)
             report.problems.append(f"3-D figure {name} has an empty canvas ({plot['w']:.0f} x {plot['h']:.0f} px)")
             continue
         browser.send("Runtime.evaluate", session=True, expression=(
-            f"window.scrollTo(0, {max(plot['y'] - 100, 0)})"))
+            f"window.scrollTo({{top: {max(plot['y'] - 100, 0)}, behavior: 'instant'}})"))  # the theme scrolls smoothly
         time.sleep(1.0)  # let WebGL draw the frame now on screen
         clip = {"x": plot["x"], "y": plot["y"], "width": plot["w"], "height": plot["h"], "scale": 1}
         shot = browser.send("Page.captureScreenshot", session=True, format="png", clip=clip,
@@ -338,6 +338,9 @@ def _check_webgl(browser: Chromium, report: PageReport, screenshot: Path | None)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             path = screenshot.with_name(screenshot.stem + "-3d.png")
             _screenshot(browser, path)
+    if plots:  # back to the top, where the page's own screenshot is taken
+        browser.send("Runtime.evaluate", session=True, expression="window.scrollTo({top: 0, behavior: 'instant'})")
+        time.sleep(0.3)
 
 
 def site_pages(site_dir: Path) -> list[str]:

@@ -325,3 +325,18 @@ def test_cached_fast_fit_keeps_the_fit_and_an_early_snapshot(tmp_path):
     assert M.cached_fast_fit(train, changed, "cpu", cache)[1] > 0  # other settings: fitted again
     with pytest.raises(ValueError, match="snapshot"):
         M.cached_fast_fit(train, settings, "cpu", cache, snapshot=6)
+
+
+def test_coarsen_means_or_maxes_blocks_and_keeps_the_grid_centred():
+    field = torch.zeros(4, 4, 4)
+    field[0, 0, 0] = 0.8
+    mean, voxel = M.coarsen(field, 0.5, 2)
+    top, _ = M.coarsen(field, 0.5, 2, reduce="max")
+    assert voxel == 1.0 and mean.shape == (2, 2, 2)
+    assert mean[0, 0, 0] == pytest.approx(0.1) and top[0, 0, 0] == pytest.approx(0.8) and top.sum() == pytest.approx(0.8)
+    # block centres: fine voxels 0 and 1 sit at -0.75 and -0.25, the coarse voxel 0 at -0.5
+    assert M.index_to_world(torch.zeros(1, 3), mean.shape, voxel).tolist() == [[-0.5, -0.5, -0.5]]
+    with pytest.raises(ValueError, match="factor"):
+        M.coarsen(torch.zeros(5, 5, 5), 0.1, 2)
+    with pytest.raises(ValueError, match="reduce"):
+        M.coarsen(field, 0.1, 2, reduce="median")
