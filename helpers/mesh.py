@@ -235,26 +235,10 @@ def extract_mesh(field: torch.Tensor, level: float, voxel_size: float):
     verts, faces = verts[0], faces[0]
     if len(faces) == 0:
         raise ValueError(f"marching cubes found no surface at level {level}.")
-    verts, faces = weld(verts, faces.long())
+    faces = faces.long()
     verts = index_to_world(verts - 1.0, field.shape, voxel_size)  # undo the padding's shift of one voxel
     faces = faces[:, [0, 2, 1]]  # PyTorch3D winds towards higher values; we want normals pointing out
     return Meshes(verts=[verts.float()], faces=[faces])
-
-
-def weld(verts: torch.Tensor, faces: torch.Tensor):
-    """Merge vertices ``(V, 3)`` at identical positions and drop the triangles ``(F, 3)`` that collapse.
-
-    Section "Marching cubes, checked". Where a voxel's value equals the iso-level (to
-    within PyTorch3D's tolerance), every edge through that voxel puts its vertex *on* the
-    voxel, each with its own index: the surface is closed in space but cracked in its
-    connectivity. Welding them restores one vertex per position.
-    """
-    unique, inverse = torch.unique(verts, dim=0, return_inverse=True)
-    if unique.shape[0] == verts.shape[0]:
-        return verts, faces
-    faces = inverse[faces]
-    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    return unique, faces[keep]
 
 
 @torch.no_grad()

@@ -282,14 +282,6 @@ def test_grids_converts_chapter_4_opacities_per_sample_to_per_voxel():
         M.grids(object())
 
 
-def test_weld_merges_duplicate_vertices_and_drops_collapsed_triangles():
-    verts = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0]])
-    faces = torch.tensor([[0, 1, 2], [3, 4, 2], [1, 3, 4]])  # vertex 3 duplicates 1; the last face collapses
-    welded, new_faces = M.weld(verts, faces)
-    assert welded.shape == (4, 3) and new_faces.shape == (2, 3)
-    assert torch.equal(welded[new_faces[0]], verts[faces[0]]) and torch.equal(welded[new_faces[1]], verts[faces[1]])
-
-
 def test_splat_shows_the_nearer_of_two_spheres_where_they_overlap():
     from helpers import data
 
