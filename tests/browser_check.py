@@ -4,13 +4,21 @@ Chromium (Debian's ``chromium``) is driven over the Chrome DevTools Protocol on 
 pipe (``--remote-debugging-pipe``: JSON messages separated by NUL bytes on file
 descriptors 3 and 4), so no driver, port or extra package is needed. The site is
 served over http on 127.0.0.1 so scripts behave as on the web. Requests to any
-other host are refused by the browser itself: the check never uses the network
-(so MathJax, loaded from a CDN, does not typeset here; its formulas show as TeX).
+other host are refused by the browser itself, and each one is a problem: the book
+must read offline, with MathJax and plotly.js served from its own ``_static/``.
 
 For every page it reports:
 
 - JavaScript exceptions and ``console.error`` messages;
+- any request to another host than the book's (refused, and reported);
 - failed requests and HTTP errors for the site's own files;
+- mathematics shown as raw TeX: a Sphinx ``math`` element that MathJax did not
+  typeset (no ``mjx-container`` inside), or ``\\(``, ``\\[`` or ``$$`` left in the text;
+- a 3-D plotly figure (``.js-plotly-plot`` holding a canvas) that has no WebGL
+  context, or whose canvas, captured from the screen, holds no pixels other than
+  the background: the figure must have *drawn*, not only loaded. Chromium runs with
+  SwiftShader (``--use-angle=swiftshader --enable-unsafe-swiftshader``), its software
+  WebGL, since headless runs have no GPU;
 - ``<img>`` elements that did not load (``naturalWidth == 0``);
 - internal links to a missing file or a missing ``#anchor``;
 - on chapter pages (``notebooks/``): no output figure at all, or a figure that
@@ -47,7 +55,12 @@ CHROMIUM_FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    # WebGL without a GPU: SwiftShader, which recent Chromium only enables when asked
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
 ]
+#: A 3-D figure must colour at least this fraction of its canvas differently from the background.
+MIN_DRAWN_FRACTION = 0.01
 SKIP_PAGES = {"search.html", "genindex.html"}  # Sphinx's generated index pages have nothing of ours to check
 WINDOW = (1280, 960)
 
@@ -221,6 +234,8 @@ class PageReport:
     output_figures: int = 0
     external_links: list[str] = field(default_factory=list)
     blocked_requests: list[str] = field(default_factory=list)
+    math: int = 0
+    webgl_figures: list[float] = field(default_factory=list)  # fraction of drawn pixels of each 3-D figure
 
 
 @dataclass
@@ -246,6 +261,130 @@ PAGE_FACTS_JS = r"""
   return JSON.stringify({imgs, links, figureText, ids, href: location.href});
 })()
 """
+
+
+# Waits for MathJax (when the page loads it) to finish, then finds what it left untypeset.
+MATH_FACTS_JS = r"""
+(async () => {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) {
+    try { await mj.startup.promise; } catch (e) {}
+  }
+  const maths = [...document.querySelectorAll('.math')];
+  const raw = maths.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.trim().slice(0, 60));
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT, {acceptNode: n =>
+      n.parentElement.closest('pre, code, script, style, textarea, mjx-container, .math')
+          ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT});
+  const leftover = [];
+  while (walker.nextNode()) {
+    const t = walker.currentNode.textContent;
+    if (/\\\(|\\\[|\$\$/.test(t)) leftover.push(t.trim().slice(0, 60));
+  }
+  return JSON.stringify({count: maths.length, raw, leftover, mathjax: !!(mj && mj.startup)});
+})()
+"""
+
+# The 3-D figures: each plotly plot with a canvas, whether that canvas has a WebGL context, and its box.
+WEBGL_FACTS_JS = r"""
+JSON.stringify([...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('canvas')).map(p => {
+  const canvases = [...p.querySelectorAll('canvas')];
+  const gl = canvases.find(c => {
+    try { return !!(c.getContext('webgl') || c.getContext('webgl2')); } catch (e) { return false; }
+  });
+  const box = (gl || canvases[0]).getBoundingClientRect();
+  // what shows where nothing is drawn: the first opaque background from the canvas up, else white
+  let bg = [255, 255, 255];
+  for (let e = gl || canvases[0]; e; e = e.parentElement) {
+    const m = getComputedStyle(e).backgroundColor.match(/rgba?\(([\d.]+), ([\d.]+), ([\d.]+)(?:, ([\d.]+))?\)/);
+    if (m && (m[4] === undefined || +m[4] > 0.5)) { bg = [+m[1], +m[2], +m[3]]; break; }
+  }
+  return {id: p.id, webgl: !!gl, bg, x: box.left + window.scrollX, y: box.top + window.scrollY,
+          w: box.width, h: box.height};
+}))
+"""
+
+# Counts the pixels of a PNG (a data: URL) that differ from the background [r, g, b].
+DRAWN_FRACTION_JS = r"""
+(async (src, bg) => {
+  const img = new Image();
+  img.src = src;
+  await img.decode();
+  const c = document.createElement('canvas');
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(img, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let drawn = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.abs(d[i] - bg[0]) + Math.abs(d[i + 1] - bg[1]) + Math.abs(d[i + 2] - bg[2]) > 48) drawn++;
+  }
+  return drawn / (d.length / 4);
+})
+"""
+
+
+def _check_math(browser: Chromium, report: PageReport) -> None:
+    math = json.loads(
+        browser.send(
+            "Runtime.evaluate",
+            session=True,
+            expression=MATH_FACTS_JS,
+            awaitPromise=True,
+            returnByValue=True,
+            timeout=browser.timeout * 1000,
+        )["result"]["value"]
+    )
+    report.math = math["count"]
+    for tex in math["raw"][:5]:
+        report.problems.append(f"maths shown as raw TeX (MathJax did not typeset it): {tex}")
+    if len(math["raw"]) > 5:
+        report.problems.append(f"... and {len(math['raw']) - 5} more untypeset maths")
+    for text in math["leftover"][:5]:
+        report.problems.append(f"raw TeX delimiters in the text: {text}")
+
+
+def _check_webgl(browser: Chromium, report: PageReport, screenshot: Path | None) -> None:
+    plots = json.loads(
+        browser.send("Runtime.evaluate", session=True, expression=WEBGL_FACTS_JS, returnByValue=True)["result"]["value"]
+    )
+    for i, plot in enumerate(plots):
+        name = plot["id"] or f"#{i}"
+        if not plot["webgl"]:
+            report.problems.append(f"3-D figure {name} has no WebGL context (WebGL unavailable?)")
+            continue
+        if plot["w"] < 10 or plot["h"] < 10:
+            report.problems.append(f"3-D figure {name} has an empty canvas ({plot['w']:.0f} x {plot['h']:.0f} px)")
+            continue
+        browser.send(
+            "Runtime.evaluate",
+            session=True,
+            expression=(f"window.scrollTo({{top: {max(plot['y'] - 100, 0)}, behavior: 'instant'}})"),
+        )  # the theme scrolls smoothly
+        time.sleep(1.0)  # let WebGL draw the frame now on screen
+        clip = {"x": plot["x"], "y": plot["y"], "width": plot["w"], "height": plot["h"], "scale": 1}
+        shot = browser.send(
+            "Page.captureScreenshot", session=True, format="png", clip=clip, captureBeyondViewport=False
+        )["data"]
+        fraction = browser.send(
+            "Runtime.evaluate",
+            session=True,
+            awaitPromise=True,
+            returnByValue=True,
+            expression=f"({DRAWN_FRACTION_JS})('data:image/png;base64,{shot}', {json.dumps(plot['bg'])})",
+        )["result"]["value"]
+        report.webgl_figures.append(fraction)
+        if fraction < MIN_DRAWN_FRACTION:
+            report.problems.append(
+                f"3-D figure {name} drew nothing: {fraction:.2%} of its canvas differs from "
+                f"the background (needs {MIN_DRAWN_FRACTION:.0%})"
+            )
+        if screenshot is not None and i == 0:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            path = screenshot.with_name(screenshot.stem + "-3d.png")
+            _screenshot(browser, path)
+    if plots:  # back to the top, where the page's own screenshot is taken
+        browser.send("Runtime.evaluate", session=True, expression="window.scrollTo({top: 0, behavior: 'instant'})")
+        time.sleep(0.3)
 
 
 def site_pages(site_dir: Path) -> list[str]:
@@ -343,6 +482,10 @@ def check_page(
         report.problems.append(f"page did not finish loading within {browser.timeout} s")
 
     report.blocked_requests = list(browser.blocked)
+    for blocked in sorted(set(report.blocked_requests)):
+        report.problems.append(f"request to another host (refused; the book must read offline): {blocked[:120]}")
+    _check_math(browser, report)
+    _check_webgl(browser, report, screenshot)
     facts = json.loads(
         browser.send("Runtime.evaluate", session=True, expression=PAGE_FACTS_JS, returnByValue=True)["result"]["value"]
     )
@@ -435,8 +578,9 @@ def main(argv=None):
     report = check_site(args.site, screenshots=shots)
     for page in report.pages:
         print(
-            f"{page.path}: {page.images} images ({page.output_figures} output figures), "
-            f"{len(page.blocked_requests)} external requests refused, {len(page.problems)} problems"
+            f"{page.path}: {page.images} images ({page.output_figures} output figures), {page.math} maths, "
+            f"{len(page.webgl_figures)} 3-D figures, {len(page.blocked_requests)} external requests refused, "
+            f"{len(page.problems)} problems"
         )
     for problem in report.problems:
         print("PROBLEM", problem)

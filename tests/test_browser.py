@@ -45,6 +45,9 @@ def book_report(chromium):
         fitted = [c for c in chapters if c.startswith("notebooks/04")]
         chapter = (fitted or chapters)[0]
         shots[chapter] = ARTIFACTS / f"chapter-{Path(chapter).stem}.png"
+        for page in chapters:  # and the chapter with the 3-D view (check_page adds a -3d.png of the view)
+            if page.startswith("notebooks/06"):
+                shots[page] = ARTIFACTS / f"chapter-{Path(page).stem}.png"
     return browser_check.check_site(SITE, chromium, screenshots=shots)
 
 
@@ -66,6 +69,21 @@ def test_screenshots_were_saved(book_report):
     assert book_report.screenshots
     for shot in book_report.screenshots:
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000, shot
+
+
+def test_the_book_reads_offline_with_typeset_maths(book_report):
+    # Requests to other hosts and untypeset TeX are problems of their page (see above); here: the maths
+    # really was there and typeset, so the check above was not vacuous.
+    assert not [p for p in book_report.pages if p.blocked_requests], "pages requested other hosts"
+    assert sum(p.math for p in book_report.pages) > 50, "no page of the book has typeset maths?"
+
+
+def test_the_3d_view_drew(book_report):
+    mesh_pages = [p for p in book_report.pages if p.path.startswith("notebooks/06")]
+    assert mesh_pages, "Chapter 6 was not built"
+    drawn = mesh_pages[0].webgl_figures
+    assert drawn and min(drawn) >= browser_check.MIN_DRAWN_FRACTION, drawn
+    assert (ARTIFACTS / "chapter-06_mesh-3d.png").stat().st_size > 10_000
 
 
 def test_launch_buttons_open_the_same_notebooks_in_colab(book_report):
@@ -91,12 +109,12 @@ PNG_1x1 = bytes.fromhex(
 )
 
 
-def tiny_site(root: Path, img_src="img/dot.png", link="page.html#there", script=""):
+def tiny_site(root: Path, img_src="img/dot.png", link="page.html#there", script="", body=""):
     (root / "img").mkdir(parents=True)
     (root / "img" / "dot.png").write_bytes(PNG_1x1)
     (root / "index.html").write_text(
         f"<!doctype html><html><body><h1 id='top'>Tiny</h1><img src='{img_src}' alt='dot'>"
-        f"<a href='{link}'>next</a><a href='#top'>top</a>{script}</body></html>"
+        f"<a href='{link}'>next</a><a href='#top'>top</a>{body}{script}</body></html>"
     )
     (root / "page.html").write_text(
         "<!doctype html><html><body><p id='there'>here</p><a href='index.html'>back</a></body></html>"
@@ -150,3 +168,36 @@ def test_check_catches_a_broken_image_in_a_built_page(tmp_path, chromium):
     # and the untouched copy of the same page passes: the failure is the broken figure, nothing else
     page.write_text(chapters[0].read_text())
     assert browser_check.check_site(site, chromium, pages=[rel]).problems == []
+
+
+def test_check_catches_a_request_to_another_host(tmp_path, chromium):
+    found = problems(tiny_site(tmp_path, script="<script src='https://cdn.example.org/lib.js'></script>"), chromium)
+    assert any("another host" in p and "cdn.example.org" in p for p in found), found
+
+
+def test_check_catches_untypeset_maths(tmp_path, chromium):
+    # what a page shows when MathJax did not load: Sphinx's math markup with the TeX still in it
+    found = problems(tiny_site(tmp_path / "a", body="<p><span class='math notranslate'>\\(x^2\\)</span></p>"), chromium)
+    assert any("raw TeX" in p and "x^2" in p for p in found), found
+    found = problems(tiny_site(tmp_path / "b", body="<p>the loss $$L = x^2$$ here</p>"), chromium)
+    assert any("raw TeX delimiters" in p for p in found), found
+
+
+WEBGL_PLOT = """<div class='js-plotly-plot' id='view' style='width:240px;height:160px'>
+<canvas id='c' width='240' height='160'></canvas></div>
+<script>const gl = document.getElementById('c').getContext('webgl');
+gl.clearColor(0, 0, 0, 0); gl.clear(gl.COLOR_BUFFER_BIT);
+{draw}</script>"""
+DRAW_A_SQUARE = """gl.enable(gl.SCISSOR_TEST); gl.scissor(40, 40, 120, 80);
+gl.clearColor(0.8, 0.2, 0.1, 1); gl.clear(gl.COLOR_BUFFER_BIT);"""
+
+
+def test_check_passes_a_3d_view_that_drew(tmp_path, chromium):
+    report = browser_check.check_site(tiny_site(tmp_path, body=WEBGL_PLOT.format(draw=DRAW_A_SQUARE)), chromium)
+    assert report.problems == []
+    assert report.pages[0].webgl_figures == [pytest.approx(120 * 80 / (240 * 160), abs=0.02)]
+
+
+def test_check_catches_a_3d_view_that_drew_nothing(tmp_path, chromium):
+    found = problems(tiny_site(tmp_path, body=WEBGL_PLOT.format(draw="")), chromium)
+    assert any("3-D figure view drew nothing" in p for p in found), found
