@@ -16,10 +16,11 @@ def require(ok, message: str, error: type[Exception] = ValueError) -> None:
 
 
 def kind(name: str, value, types, hint: str) -> None:
-    """Raise ``TypeError`` unless ``value`` is one of ``types`` (``hint``: how to get one)."""
+    """Raise ``TypeError`` unless ``value`` is one of ``types`` (``type(None)``: None); ``hint``: how to get one."""
     types = types if isinstance(types, tuple) else (types,)
-    wanted = " or ".join(f"a {t.__module__.removeprefix('helpers.')}.{t.__name__}" for t in types)
-    require(isinstance(value, types), f"{name} must be {wanted}, got {type(value).__name__}; {hint}.", TypeError)
+    names = ["None" if t is type(None) else f"a {t.__module__.removeprefix('helpers.')}.{t.__name__}" for t in types]
+    msg = f"{name} must be {' or '.join(names)}, got {type(value).__name__}; {hint}."
+    require(isinstance(value, types), msg, TypeError)
 
 
 def integer(name: str, value, minimum: int = 1) -> int:

@@ -16,11 +16,8 @@ from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
 from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 
 
-def _check_occupancy(occupancy) -> None:
-    if not isinstance(occupancy, Occupancy):
-        raise TypeError(
-            f"occupancy must be a hull.Occupancy, got {type(occupancy).__name__}; make one with hull.carve."
-        )
+def _check_occupancy(occupancy, optional: bool = False) -> None:
+    checks.kind("occupancy", occupancy, (Occupancy, type(None)) if optional else Occupancy, "make one with hull.carve")
 
 
 def _check_views(name: str, views) -> None:
@@ -99,17 +96,14 @@ class FastVolume(torch.nn.Module):
         grid: torch.Tensor | None = None,
     ):
         super().__init__()
-        if density not in ("softplus", "sigmoid"):
-            raise ValueError(f"density must be 'softplus' or 'sigmoid', got {density!r}.")
+        checks.choice("density", density, ("softplus", "sigmoid"))
         if grid is None:
             volume_size = checks.integer("volume_size", volume_size, minimum=2)
             grid = torch.zeros(1, 4, volume_size, volume_size, volume_size)
             grid[:, 0] = checks.number("init_density", init_density)
         cube = lambda t: t.dim() == 5 and t.shape[:2] == (1, 4) and t.shape[2] == t.shape[3] == t.shape[4] >= 2  # noqa: E731
-        checks.shape("grid", grid, "(1, 4, n, n, n), n >= 2", cube)
-        checks.finite("grid", grid, "pass finite raw values")
-        if occupancy is not None:
-            _check_occupancy(occupancy)
+        checks.shape("grid", grid, "(1, 4, n, n, n), n >= 2", cube, "pass finite raw values")
+        _check_occupancy(occupancy, optional=True)
         self.grid = torch.nn.Parameter(grid)
         self.density, self.fused, self.occupancy = density, fused, occupancy
         self.unit = checks.number("unit", unit, 0.0, low_open=True) if unit is not None else self.voxel_size
@@ -270,11 +264,9 @@ class MaskedAdam:
         checks.shape("param", param, "(1, C, D, H, W)", lambda t: t.dim() == 5 and t.shape[0] == 1)
         lr, eps = checks.number("lr", lr, 0.0, low_open=True), checks.number("eps", eps, 0.0, low_open=True)
         betas = tuple(checks.number(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
-        if max(betas) >= 1:
-            raise ValueError(f"betas must lie in [0, 1), got {betas}; Adam's defaults are (0.9, 0.999).")
-        n, (lo, hi) = param[0, 0].numel(), (active.aminmax() if active.numel() else (0, 0))
-        if not 0 <= int(lo) <= int(hi) < n:
-            raise ValueError(f"active must index the {n} voxels, got {int(lo)} to {int(hi)}; use active_voxels.")
+        checks.require(max(betas) < 1, f"betas must lie in [0, 1), got {betas}; Adam's defaults are (0.9, 0.999).")
+        n, (lo, hi) = param[0, 0].numel(), map(int, active.aminmax() if active.numel() else (0, 0))
+        checks.require(0 <= lo <= hi < n, f"active must index the {n} voxels, got {lo} to {hi}; use active_voxels.")
         self.param, self.active, self.betas, self.eps = param, active, betas, eps
         self.param_groups = [{"lr": lr}]
         self.m = torch.zeros(param.shape[1], active.shape[0], device=param.device)
@@ -317,8 +309,7 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     """Rays of every pixel of ``views`` clipped to ``occupancy``; misses (no gradient) dropped. Defined in §5.4."""
     _check_views("views", views)
     _check_occupancy(occupancy)
-    if not occupancy.grid.any():
-        raise ValueError("occupancy is empty (0 occupied voxels), so no ray meets it; use hull.carve.")
+    checks.require(occupancy.grid.any(), "occupancy is empty (0 occupied voxels), so no ray meets it; use hull.carve.")
     n_views, image_size = views.images.shape[:2]
     half = occupancy.voxel_size * (occupancy.volume_size - 1) / 2
     hull = None if occupancy.grid.all() else occupancy  # no hull: the cube is all there is
@@ -356,16 +347,12 @@ class FastSettings(Settings):
         super().check()
         for name in ("hull", "random_rays", "fused", "sparse_adam"):
             setattr(self, name, checks.flag(f"FastSettings.{name}", getattr(self, name)))
-        if self.density not in ("softplus", "sigmoid"):
-            raise ValueError(f"FastSettings.density must be 'softplus' or 'sigmoid', got {self.density!r}.")
-        if self.schedule not in ("exp", "step", "constant"):
-            raise ValueError(f"FastSettings.schedule must be 'exp', 'step' or 'constant', got {self.schedule!r}.")
+        checks.choice("FastSettings.density", self.density, ("softplus", "sigmoid"))
+        checks.choice("FastSettings.schedule", self.schedule, ("exp", "step", "constant"))
         self.rays_per_step = checks.integer("FastSettings.rays_per_step", self.rays_per_step)
         self.images_per_step = checks.integer("FastSettings.images_per_step", self.images_per_step)
-        if not self.random_rays and self.rays_per_step < self.images_per_step:
-            raise ValueError(
-                f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
-            )
+        msg = f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
+        checks.require(self.random_rays or self.rays_per_step >= self.images_per_step, msg)
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
             raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} views; use at most that.")
         self.step_voxels = checks.number("FastSettings.step_voxels", self.step_voxels, 0.05, 8.0)
@@ -373,11 +360,9 @@ class FastSettings(Settings):
             "FastSettings.lr_final_factor", self.lr_final_factor, 0.0, 1.0, low_open=True
         )
         self.coarse_fraction = checks.number("FastSettings.coarse_fraction", self.coarse_fraction, 0.0, 0.99)
-        self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
-        if self.coarse_volume_size and not 2 <= self.coarse_volume_size <= self.volume_size:
-            raise ValueError(
-                f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {self.coarse_volume_size}."
-            )
+        c = self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
+        msg = f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {c}."
+        checks.require(c == 0 or 2 <= c <= self.volume_size, msg)
         self.tv_weight = checks.number("FastSettings.tv_weight", self.tv_weight, 0.0)
         self.early_stop = checks.number("FastSettings.early_stop", self.early_stop, 0.0, 0.5)
         self.init_density = checks.number("FastSettings.init_density", self.init_density, -30.0, 10.0)
@@ -417,13 +402,9 @@ def fit(
     _check_views("train", train)
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
-    if not isinstance(settings, FastSettings):
-        raise TypeError(
-            f"settings must be FastSettings, got {type(settings).__name__}; for FitSettings use fitting.fit."
-        )
+    checks.kind("settings", settings, FastSettings, "for FitSettings use fitting.fit")
     settings.check(n_views=len(train))
-    if occupancy is not None:
-        _check_occupancy(occupancy)
+    _check_occupancy(occupancy, optional=True)
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)

@@ -19,10 +19,10 @@ from .data import camera_centers
 VOLUME_EXTENT = 3.0  # side of the world cube at the origin the grid fills: half a unit around the cow's [-1, 1]^3
 
 
-def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, float]:
-    n_pts_per_ray = checks.integer("n_pts_per_ray", n_pts_per_ray)
-    min_depth = checks.number("min_depth", min_depth, 0.0)
-    max_depth = checks.number("max_depth", max_depth)
+def _check_depths(n_pts_per_ray, min_depth, max_depth, prefix: str = "", minimum: int = 1) -> tuple[int, float, float]:
+    n_pts_per_ray = checks.integer(f"{prefix}n_pts_per_ray", n_pts_per_ray, minimum)
+    min_depth = checks.number(f"{prefix}min_depth", min_depth, 0.0)
+    max_depth = checks.number(f"{prefix}max_depth", max_depth)
     checks.require(min_depth < max_depth, f"min_depth={min_depth} must be smaller than max_depth={max_depth} (view z).")
     return n_pts_per_ray, min_depth, max_depth
 
