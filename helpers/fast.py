@@ -179,11 +179,10 @@ class FastVolume(torch.nn.Module):
             self._rays[key] = (origins.shape[0], hit, origins[hit], directions[hit], near[hit], far[hit])
         n, hit, origins, directions, near, far = self._rays[key]
         out = torch.zeros(n, 4, device=origins.device)
+        step = self.step_voxels * self.voxel_size
         for s in range(0, hit.shape[0], 32768):
             sl = slice(s, s + 32768)
-            rgb, opacity = render_rays(
-                self, origins[sl], directions[sl], near[sl], far[sl], self.step_voxels * self.voxel_size, self.occupancy
-            )
+            rgb, opacity = render_rays(self, origins[sl], directions[sl], near[sl], far[sl], step, self.occupancy)
             out[hit[sl]] = torch.cat([rgb, opacity[:, None]], 1)
         return out.reshape(len(cameras), self.image_size, self.image_size, 4)
 
@@ -356,9 +355,7 @@ class FastSettings(Settings):
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
             raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} views; use at most that.")
         self.step_voxels = checks.number("FastSettings.step_voxels", self.step_voxels, 0.05, 8.0)
-        self.lr_final_factor = checks.number(
-            "FastSettings.lr_final_factor", self.lr_final_factor, 0.0, 1.0, low_open=True
-        )
+        self.lr_final_factor = checks.number("FastSettings.lr_final_factor", self.lr_final_factor, 0, 1, low_open=True)
         self.coarse_fraction = checks.number("FastSettings.coarse_fraction", self.coarse_fraction, 0.0, 0.99)
         c = self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
         msg = f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {c}."
@@ -462,9 +459,8 @@ def fit(
             n = volume.volume_size
             a = ((lo / volume.half + 1) * 0.5 * (n - 1)).floor().long().clamp(0, n - 1).tolist()
             b = ((hi / volume.half + 1) * 0.5 * (n - 1)).ceil().long().clamp(0, n - 1).tolist()
-            loss = loss + settings.tv_weight * total_variation(
-                volume.grid[:, :1, a[2] : b[2] + 1, a[1] : b[1] + 1, a[0] : b[0] + 1]
-            )
+            box = volume.grid[:, :1, a[2] : b[2] + 1, a[1] : b[1] + 1, a[0] : b[0] + 1]
+            loss = loss + settings.tv_weight * total_variation(box)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
