@@ -26,10 +26,8 @@ def pinned_versions(requirements: Path = REQUIREMENTS) -> dict[str, str]:
     try:
         text = Path(requirements).read_text()
     except OSError as exc:
-        raise FileNotFoundError(
-            f"Cannot read the pins from {requirements} ({exc}); run from a checkout of the book (the first cell "
-            "clones one), or pass requirements= its requirements.txt."
-        ) from exc
+        fix = "run from a checkout of the book (the first cell clones one), or pass requirements= its requirements.txt"
+        raise FileNotFoundError(f"Cannot read the pins from {requirements} ({exc}); {fix}.") from exc
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", text, flags=re.M))
     missing = set(PINNED) - pins.keys()
     if missing:
@@ -76,7 +74,7 @@ def ensure_pytorch3d(
             f"Installed torch {pins['torch']}, but this session imported {loaded_version}. {RESTART_HINT}"
         )
     if not works():
-        raise RuntimeError(f"pip installed the pins, but PyTorch3D still does not import. {RESTART_HINT}")
+        raise RuntimeError(f"pip installed {' and '.join(PINNED)}, but PyTorch3D still does not import. {RESTART_HINT}")
     print("PyTorch3D installed.")
     if "google.colab" in modules:  # the chapters pick the device themselves; say when Colab gave no GPU
         torch = modules.get("torch") or importlib.import_module("torch")

@@ -233,9 +233,7 @@ class CowViews:
         return FoVPerspectiveCameras(device=device, R=self.R.to(device), T=self.T.to(device))
 
     def to(self, device) -> CowViews:
-        return CowViews(
-            *(t.to(device) for t in (self.R, self.T, self.images, self.silhouettes, self.elevations, self.azimuths))
-        )
+        return CowViews(*(getattr(self, k).to(device) for k in self.__dataclass_fields__))
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):

@@ -226,15 +226,12 @@ def render_rays(
             trans = torch.exp(-(torch.cumsum(tau, 1) - tau))
             valid &= trans > early_stop
     dens, rgb = volume.sample(points[valid])
-    tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(
-        valid, volume.optical_depth(dens, step)
-    )
+    depth = volume.optical_depth(dens, step)
+    tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(valid, depth)
     cum = torch.cumsum(tau, 1)
     weights = torch.exp(-(cum - tau)) * -torch.expm1(-tau)  # T_k * alpha_k
-    ray_index = valid.nonzero()[:, 0]
-    color = torch.zeros(n, 3, device=origins.device, dtype=rgb.dtype).index_add(
-        0, ray_index, weights[valid][:, None] * rgb
-    )
+    ray_index, contrib = valid.nonzero()[:, 0], weights[valid][:, None] * rgb
+    color = torch.zeros(n, 3, device=origins.device, dtype=rgb.dtype).index_add(0, ray_index, contrib)
     opacity = -torch.expm1(-cum[:, -1])
     return color, opacity
 
@@ -422,9 +419,8 @@ def fit(
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
     size = settings.coarse_volume_size if coarse_iters else settings.volume_size
-    kw = dict(
-        unit=VOLUME_EXTENT / settings.volume_size, image_size=train.images.shape[1], step_voxels=settings.step_voxels
-    )
+    unit, image_size = VOLUME_EXTENT / settings.volume_size, train.images.shape[1]
+    kw = dict(unit=unit, image_size=image_size, step_voxels=settings.step_voxels)
     hull = occupancy if settings.hull else None
     volume = FastVolume(size, settings.density, settings.fused, settings.init_density, occupancy=hull, **kw).to(device)
     optimizer = make_optimizer(volume)
@@ -450,9 +446,8 @@ def fit(
             group["lr"] = settings.lr_at(it)
         idx = _draw(rays, settings, len(train), gen)
         batch = (rays.origins[idx], rays.directions[idx], rays.near[idx], rays.far[idx])
-        rgb, opacity = render_rays(
-            volume, *batch, settings.step_voxels * volume.voxel_size, volume.occupancy, settings.early_stop
-        )
+        step = settings.step_voxels * volume.voxel_size
+        rgb, opacity = render_rays(volume, *batch, step, volume.occupancy, settings.early_stop)
         loss = _huber(rgb, rays.rgb[idx]).mean() + _huber(opacity, rays.silhouette[idx]).mean()
         if settings.tv_weight:
             # only the density, only inside the hull's bounding box: the rest is never rendered

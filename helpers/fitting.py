@@ -44,11 +44,9 @@ class VolumeModel(torch.nn.Module):
         """The grid as a ``Volumes`` batch of ``batch_size`` (expanded views of one grid)."""
         from pytorch3d.structures import Volumes
 
-        return Volumes(
-            densities=self.densities[None].expand(batch_size, *self.log_densities.shape),
-            features=self.colors[None].expand(batch_size, *self.log_colors.shape),
-            voxel_size=self.voxel_size,
-        )
+        densities = self.densities[None].expand(batch_size, *self.log_densities.shape)
+        features = self.colors[None].expand(batch_size, *self.log_colors.shape)
+        return Volumes(densities=densities, features=features, voxel_size=self.voxel_size)
 
     def forward(self, cameras) -> torch.Tensor:
         return self.renderer(cameras=cameras, volumes=self.volumes(len(cameras)))[0]
@@ -276,10 +274,8 @@ def _check_info(name: str, value) -> None:
         for k, v in value.items() if isinstance(value, dict) else enumerate(value):
             _check_info(f"{name}[{k!r}]", v)
     elif not isinstance(value, (int, float, str, bool, type(None), torch.Tensor)):
-        raise TypeError(
-            f"save_volume's info {name}={value!r} ({type(value).__name__}) could not be loaded back; "
-            "pass numbers, strings, tensors, or lists and dicts of them."
-        )
+        msg = f"save_volume's info {name}={value!r} ({type(value).__name__}) could not be loaded back"
+        raise TypeError(f"{msg}; pass numbers, strings, tensors, or lists and dicts of them.")
 
 
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:

@@ -54,8 +54,7 @@ class Occupancy(torch.nn.Module):
         """Lower and upper corners ``(3,)`` of the box around the occupied voxels' cells."""
         idx = self.grid.nonzero()  # (K, 3) as (z, y, x)
         if idx.shape[0] == 0:
-            zero = torch.zeros(3, device=self.grid.device)
-            return zero, zero
+            return (torch.zeros(3, device=self.grid.device),) * 2
         s = self.voxel_size
         first, last = ((i.flip(0).float() - 0.5 * (self.volume_size - 1)) * s for i in (idx.amin(0), idx.amax(0)))
         return first - s / 2, last + s / 2

@@ -209,10 +209,6 @@ class Renderer(torch.nn.Module):
         if not torch.equal(matrix[:, :3, :3], torch.diag_embed(scale)):
             raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
         voxel_size = 2.0 * scale / (sizes.flip(-1).to(matrix.dtype) - 1)  # sizes (D, H, W) -> (W, H, D)
-        rays_densities, rays_features = sample_volume(
-            densities, features, ray_points(ray_bundle), voxel_size, -matrix[:, 3, :3], volumes.get_align_corners()
-        )
-        images = self.raymarcher(
-            rays_densities=rays_densities, rays_features=rays_features, ray_bundle=ray_bundle, **kwargs
-        )
-        return images, ray_bundle
+        points, shift = ray_points(ray_bundle), -matrix[:, 3, :3]
+        dens, feats = sample_volume(densities, features, points, voxel_size, shift, volumes.get_align_corners())
+        return self.raymarcher(rays_densities=dens, rays_features=feats, ray_bundle=ray_bundle, **kwargs), ray_bundle

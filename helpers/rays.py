@@ -32,10 +32,8 @@ def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=to
     image_width, image_height = checks.integer("image_width", image_width), checks.integer("image_height", image_height)
     short = min(image_width, image_height)
     u_x, u_y = image_width / short, image_height / short
-    j = torch.arange(image_width, device=device, dtype=dtype)
-    i = torch.arange(image_height, device=device, dtype=dtype)
-    x = u_x * (1.0 - (2.0 * j + 1.0) / image_width)
-    y = u_y * (1.0 - (2.0 * i + 1.0) / image_height)
+    x = u_x * (1.0 - (2.0 * torch.arange(image_width, device=device, dtype=dtype) + 1.0) / image_width)
+    y = u_y * (1.0 - (2.0 * torch.arange(image_height, device=device, dtype=dtype) + 1.0) / image_height)
     return torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
 
 
@@ -54,11 +52,9 @@ def _check_cameras(cameras) -> None:
     checks.kind("cameras", cameras, FoVPerspectiveCameras, "for other cameras use NDCMultinomialRaysampler")
     msg = "These cameras carry an explicit projection matrix K; build them without, or use NDCMultinomialRaysampler."
     checks.require(getattr(cameras, "K", None) is None, msg)
-    values = {
-        k: torch.as_tensor(getattr(cameras, k), device=cameras.R.device) for k in ("R", "T", "fov", "aspect_ratio")
-    }
-    if not torch.stack([torch.isfinite(v).all() for v in values.values()]).all():  # one sync
-        name, value = next((k, v) for k, v in values.items() if not torch.isfinite(v).all())
+    vals = {k: torch.as_tensor(getattr(cameras, k), device=cameras.R.device) for k in ("R", "T", "fov", "aspect_ratio")}
+    if not torch.stack([torch.isfinite(v).all() for v in vals.values()]).all():  # one sync
+        name, value = next((k, v) for k, v in vals.items() if not torch.isfinite(v).all())
         hint = "Make the cameras from finite angles and distances (data.make_cameras, fitting.rotating_cameras)."
         raise ValueError(f"The cameras' {name} holds NaN or infinite values: {value.tolist()}. {hint}")
 
@@ -78,8 +74,7 @@ def _slopes(cameras, n_inner_dims: int):
     _check_cameras(cameras)
     dtype, batch = cameras.R.dtype, cameras.R.shape[0]
     fov = torch.as_tensor(cameras.fov, dtype=dtype, device=cameras.R.device).reshape(-1)
-    if cameras.degrees:
-        fov = torch.deg2rad(fov)
+    fov = torch.deg2rad(fov) if cameras.degrees else fov
     tan_half = torch.tan(fov / 2).expand(batch)
     aspect = torch.as_tensor(cameras.aspect_ratio, dtype=dtype, device=cameras.R.device).reshape(-1).expand(batch)
     shape = (batch,) + (1,) * n_inner_dims
