@@ -255,8 +255,7 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
     elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)
     msg = f"Need a held-out view, got n_between={n_between}, n_elevated={n_elevated}; make one positive."
     checks.require(n_between + n_elevated > 0, msg)
-    if n_between > num_views:
-        raise ValueError(f"n_between={n_between} exceeds the {num_views} gaps between training views; use fewer.")
+    checks.require(n_between <= num_views, f"n_between={n_between} exceeds the {num_views} view gaps; use fewer.")
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
     mids = (train_azim + step / 2) % 360.0
@@ -368,8 +367,7 @@ def _read_cache(path: Path, elev, azim, image_size: int) -> CowViews:
     tensors, fields = payload.get("tensors"), set(CowViews.__dataclass_fields__)
     if not isinstance(tensors, dict) or set(tensors) != fields or not all(map(torch.is_tensor, tensors.values())):
         raise ValueError(f"holds something other than the tensors {sorted(fields)}")
-    if _tensors_sha256(tensors) != payload.get("sha256"):
-        raise ValueError("corrupted: its tensors do not match their stored SHA-256")
+    checks.require(_tensors_sha256(tensors) == payload.get("sha256"), "corrupted: its tensors do not match its SHA-256")
     n, s = len(elev), image_size
     shapes = dict(R=(n, 3, 3), T=(n, 3), images=(n, s, s, 3), silhouettes=(n, s, s), elevations=(n,), azimuths=(n,))
     for name, want in shapes.items():

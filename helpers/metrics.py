@@ -53,8 +53,8 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
     batches = [cameras[list(range(i, min(i + batch_size, len(views))))] for i in range(0, len(views), batch_size)]
     out = torch.cat([model(batch) for batch in batches])
     want = (*views.images.shape[:3], 4)
-    checks.shape("the model's output", out, f"{want}: RGB, then opacity", lambda t: t.shape == want)
-    checks.finite("the rendered images", out, "the fitted volume is broken; re-run the fit with a lower lr")
+    hint = "the fitted volume is broken; re-run the fit with a lower lr"
+    checks.shape("the model's rendered images", out, f"{want}: RGB, then opacity", lambda t: t.shape == want, hint)
     images, silhouettes = out[..., :3].clamp(0, 1), out[..., 3]
     scores = {"psnr": psnr(images, views.images).mean().item(), "iou": silhouette_iou(silhouettes, views.silhouettes)}
     return {**scores, "images": images, "silhouettes": silhouettes}
