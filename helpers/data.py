@@ -334,16 +334,22 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
     if cache:  # with a format version and a SHA-256; a failed write leaves no file
         tensors = {k: getattr(views, k).detach().cpu() for k in CowViews.__dataclass_fields__}
         payload = {"format": CACHE_FORMAT, "tensors": tensors, "sha256": _tensors_sha256(tensors)}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(payload, tmp)
-            os.replace(tmp, path)  # atomic: a half-written file never has the real name
-        except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
-            tmp.unlink(missing_ok=True)
-            fix = f"Set {ENV_CACHE_DIR} to a writable folder, or pass cache=False."
-            raise OSError(f"Could not write the dataset cache file {path}: {exc}. {fix}") from exc
+        fix = f"Set {ENV_CACHE_DIR} to a writable folder, or pass cache=False."
+        _save_atomic(payload, path, "Could not write the dataset cache file", fix)
     return views
+
+
+def _save_atomic(payload: dict, path: Path, failed: str, fix: str) -> None:
+    """``torch.save`` via a temporary file, so a failed write leaves none; ``OSError``: "failed path: why. fix"."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a half-written file never has the real name
+    except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
+        if tmp.is_file():
+            tmp.unlink()
+        raise OSError(f"{failed} {path}: {exc}. {fix}") from exc
 
 
 def _tensors_sha256(tensors: dict) -> str:

@@ -12,6 +12,7 @@ from typing import ClassVar
 import torch
 
 from . import checks
+from .data import _save_atomic
 from .data import _tensors_sha256 as _digest
 from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
 from .rays import VOLUME_EXTENT, _check_depths
@@ -295,15 +296,7 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     payload.update(config=model.config(), settings_kind=type(settings).__name__ if settings is not None else None)
     for key, value in (("settings", settings), ("history", history)):
         payload[key] = dataclasses.asdict(value) if value is not None else None
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
-        if tmp.is_file():
-            tmp.unlink()
-        raise OSError(f"Could not save the fit to {path}: {exc}. Choose a writable path or VOLRENDER_CACHE.") from exc
+    _save_atomic(payload, path, "Could not save the fit to", "Choose a writable path or VOLRENDER_CACHE.")
 
 
 def load_volume(path, device="cpu"):
