@@ -19,8 +19,7 @@ PSNR_KEY = "landing-psnr"
 
 def side_by_side(*views, gap: int = 4):
     """Join equally long frame sequences ``(N, H, W, 3)`` left to right, ``gap`` white pixels apart. Defined in §4.8."""
-    if not views:
-        raise ValueError("side_by_side needs at least one sequence of frames.")
+    checks.require(views, "side_by_side needs at least one sequence of frames.")
     gap = checks.integer("gap", gap, minimum=0)
     arrays = [_numpy_images(v, "frames") for v in views]
     if len({a.shape for a in arrays}) != 1:
@@ -35,8 +34,7 @@ def animated_gif(frames, scale: float = 1.5, frame_ms: int = 100) -> bytes:
     frames = _numpy_images(frames, "frames")  # refuses NaN/inf
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"Expected RGB frames of shape (N, H, W, 3), got {frames.shape}.")
-    if frames.shape[0] < 2:
-        raise ValueError(f"An animation needs at least 2 frames, got {frames.shape[0]}.")
+    checks.require(frames.shape[0] >= 2, f"An animation needs at least 2 frames, got {frames.shape[0]}.")
     pil = [Image.fromarray(f) for f in (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)]
     if scale != 1:
         size = (round(pil[0].width * scale), round(pil[0].height * scale))
@@ -52,8 +50,7 @@ def gif_html(gif: bytes, alt: str):
 
     if not isinstance(gif, (bytes, bytearray)):
         raise TypeError(f"gif must be the bytes animated_gif returns, got {type(gif).__name__}.")
-    if not alt:
-        raise ValueError(f"Give the animation an alt text that says what it shows, got alt={alt!r}.")
+    checks.require(alt, f"Give the animation an alt text that says what it shows, got alt={alt!r}.")
     alt = alt.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
     src = "data:image/gif;base64," + base64.b64encode(gif).decode()
     return HTML(f'<img src="{src}" alt="{alt}" style="max-width: 100%; image-rendering: auto;">')

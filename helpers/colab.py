@@ -26,10 +26,8 @@ def pinned_versions(requirements: Path = REQUIREMENTS) -> dict[str, str]:
     try:
         text = Path(requirements).read_text()
     except OSError as exc:
-        raise FileNotFoundError(
-            f"Cannot read the pins from {requirements} ({exc}); run from a checkout of the book (the first cell "
-            "clones one), or pass requirements= its requirements.txt."
-        ) from exc
+        fix = "run from a checkout of the book (the first cell clones one), or pass requirements= its requirements.txt"
+        raise FileNotFoundError(f"Cannot read the pins from {requirements} ({exc}); {fix}.") from exc
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;#]+)", text, flags=re.M))
     missing = set(PINNED) - pins.keys()
     if missing:
@@ -68,18 +66,15 @@ def ensure_pytorch3d(
     loaded = modules.get("torch")
     # "2.11.0+cu128" -> "2.11.0": the local build tag does not change the ABI PyTorch3D needs
     loaded_version = (getattr(loaded, "__version__", None) or "").split("+")[0] or None
-    print(
-        f"PyTorch3D is missing: pip install torch=={pins['torch']} easypytorch3d=={pins['easypytorch3d']}", flush=True
-    )
-    run([sys.executable, "-m", "pip", "install", "-q", *(f"{name}=={pins[name]}" for name in PINNED)])
+    wanted = [f"{name}=={pins[name]}" for name in PINNED]
+    print("PyTorch3D is missing: pip install", *wanted, flush=True)
+    run([sys.executable, "-m", "pip", "install", "-q", *wanted])
     if loaded is not None and loaded_version != pins["torch"]:
         raise RuntimeError(
-            f"Installed torch {pins['torch']}, but this session had imported {loaded_version}. {RESTART_HINT}"
+            f"Installed torch {pins['torch']}, but this session imported {loaded_version}. {RESTART_HINT}"
         )
     if not works():
-        raise RuntimeError(
-            f"pip installed torch and easypytorch3d, but PyTorch3D still does not import. {RESTART_HINT}"
-        )
+        raise RuntimeError(f"pip installed {' and '.join(PINNED)}, but PyTorch3D still does not import. {RESTART_HINT}")
     print("PyTorch3D installed.")
     if "google.colab" in modules:  # the chapters pick the device themselves; say when Colab gave no GPU
         torch = modules.get("torch") or importlib.import_module("torch")

@@ -122,10 +122,8 @@ def cow_mesh_dir() -> Path:
             continue
         if path.exists():
             path.unlink()  # corrupt: never leave it where the next run would trust it
-        if os.environ.get(ENV_OFFLINE) == "1":
-            raise FileNotFoundError(
-                f"{path} is missing and ${ENV_OFFLINE}=1 forbids a download; set {ENV_MESH_DIR} to the mesh's folder."
-            )
+        msg = f"{path} is missing and ${ENV_OFFLINE}=1 forbids a download; set {ENV_MESH_DIR} to the mesh's folder."
+        checks.require(os.environ.get(ENV_OFFLINE) != "1", msg, FileNotFoundError)
         _download(name, path)
     return folder
 
@@ -153,8 +151,7 @@ def normalize_mesh(mesh):
     if not hasattr(mesh, "verts_packed"):
         raise TypeError(f"mesh must be a pytorch3d Meshes, got {type(mesh).__name__}. Load it with load_cow_mesh.")
     verts = mesh.verts_packed()
-    if verts.shape[0] == 0:
-        raise ValueError("The mesh has no vertices; expected the cow mesh.")
+    checks.require(verts.shape[0] > 0, "The mesh has no vertices; expected the cow mesh.")
     center = verts.mean(0)
     scale = (verts - center).abs().max()
     if not torch.isfinite(scale) or scale <= 0:
@@ -183,8 +180,7 @@ def _angles(elev, azim) -> list[torch.Tensor]:
                 angles = torch.as_tensor(angles, dtype=torch.float32)
             except (TypeError, ValueError, RuntimeError) as exc:
                 raise TypeError(f"{name} must be angles in degrees (a 1-D tensor or list), got {angles!r}.") from exc
-        checks.shape(name, angles, "(N,) in degrees", angles.dim() <= 1)
-        out.append(checks.finite(name, angles.reshape(-1), "pass finite angles in degrees"))
+        out.append(checks.shape(name, angles, "(N,) in degrees", angles.dim() <= 1, "pass finite angles").reshape(-1))
     if len(out[0]) != len(out[1]) and 1 not in (len(out[0]), len(out[1])):
         raise ValueError(f"elev and azim must have one angle per view, got {len(out[0])} and {len(out[1])} angles.")
     return out
@@ -237,9 +233,7 @@ class CowViews:
         return FoVPerspectiveCameras(device=device, R=self.R.to(device), T=self.T.to(device))
 
     def to(self, device) -> CowViews:
-        return CowViews(
-            *(t.to(device) for t in (self.R, self.T, self.images, self.silhouettes, self.elevations, self.azimuths))
-        )
+        return CowViews(*(getattr(self, k).to(device) for k in self.__dataclass_fields__))
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
@@ -259,12 +253,9 @@ def heldout_angles(num_views: int = 40, n_between: int = 20, n_elevated: int = 1
     num_views = checks.integer("num_views", num_views)
     n_between, n_elevated = checks.integer("n_between", n_between, 0), checks.integer("n_elevated", n_elevated, 0)
     elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)
-    if n_between + n_elevated == 0:
-        raise ValueError(
-            f"Need a held-out view, got n_between={n_between}, n_elevated={n_elevated}; make one positive."
-        )
-    if n_between > num_views:
-        raise ValueError(f"n_between={n_between} exceeds the {num_views} gaps between training views; use fewer.")
+    msg = f"Need a held-out view, got n_between={n_between}, n_elevated={n_elevated}; make one positive."
+    checks.require(n_between + n_elevated > 0, msg)
+    checks.require(n_between <= num_views, f"n_between={n_between} exceeds the {num_views} view gaps; use fewer.")
     _, train_azim = training_angles(num_views)
     step = 360.0 / num_views
     mids = (train_azim + step / 2) % 360.0
@@ -343,18 +334,22 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
     if cache:  # with a format version and a SHA-256; a failed write leaves no file
         tensors = {k: getattr(views, k).detach().cpu() for k in CowViews.__dataclass_fields__}
         payload = {"format": CACHE_FORMAT, "tensors": tensors, "sha256": _tensors_sha256(tensors)}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(payload, tmp)
-            os.replace(tmp, path)  # atomic: a half-written file never has the real name
-        except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
-            tmp.unlink(missing_ok=True)
-            raise OSError(
-                f"Could not write the dataset cache file {path}: {exc}. Set {ENV_CACHE_DIR} to a writable "
-                "folder, or pass cache=False."
-            ) from exc
+        fix = f"Set {ENV_CACHE_DIR} to a writable folder, or pass cache=False."
+        _save_atomic(payload, path, "Could not write the dataset cache file", fix)
     return views
+
+
+def _save_atomic(payload: dict, path: Path, failed: str, fix: str) -> None:
+    """``torch.save`` via a temporary file, so a failed write leaves none; ``OSError``: "failed path: why. fix"."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, tmp)
+        os.replace(tmp, path)  # atomic: a half-written file never has the real name
+    except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
+        if tmp.is_file():
+            tmp.unlink()
+        raise OSError(f"{failed} {path}: {exc}. {fix}") from exc
 
 
 def _tensors_sha256(tensors: dict) -> str:
@@ -378,8 +373,7 @@ def _read_cache(path: Path, elev, azim, image_size: int) -> CowViews:
     tensors, fields = payload.get("tensors"), set(CowViews.__dataclass_fields__)
     if not isinstance(tensors, dict) or set(tensors) != fields or not all(map(torch.is_tensor, tensors.values())):
         raise ValueError(f"holds something other than the tensors {sorted(fields)}")
-    if _tensors_sha256(tensors) != payload.get("sha256"):
-        raise ValueError("corrupted: its tensors do not match their stored SHA-256")
+    checks.require(_tensors_sha256(tensors) == payload.get("sha256"), "corrupted: its tensors do not match its SHA-256")
     n, s = len(elev), image_size
     shapes = dict(R=(n, 3, 3), T=(n, 3), images=(n, s, s, 3), silhouettes=(n, s, s), elevations=(n,), azimuths=(n,))
     for name, want in shapes.items():

@@ -16,11 +16,8 @@ from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
 from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
 
 
-def _check_occupancy(occupancy) -> None:
-    if not isinstance(occupancy, Occupancy):
-        raise TypeError(
-            f"occupancy must be a hull.Occupancy, got {type(occupancy).__name__}; make one with hull.carve."
-        )
+def _check_occupancy(occupancy, optional: bool = False) -> None:
+    checks.kind("occupancy", occupancy, (Occupancy, type(None)) if optional else Occupancy, "make one with hull.carve")
 
 
 def _check_views(name: str, views) -> None:
@@ -99,17 +96,14 @@ class FastVolume(torch.nn.Module):
         grid: torch.Tensor | None = None,
     ):
         super().__init__()
-        if density not in ("softplus", "sigmoid"):
-            raise ValueError(f"density must be 'softplus' or 'sigmoid', got {density!r}.")
+        checks.choice("density", density, ("softplus", "sigmoid"))
         if grid is None:
             volume_size = checks.integer("volume_size", volume_size, minimum=2)
             grid = torch.zeros(1, 4, volume_size, volume_size, volume_size)
             grid[:, 0] = checks.number("init_density", init_density)
         cube = lambda t: t.dim() == 5 and t.shape[:2] == (1, 4) and t.shape[2] == t.shape[3] == t.shape[4] >= 2  # noqa: E731
-        checks.shape("grid", grid, "(1, 4, n, n, n), n >= 2", cube)
-        checks.finite("grid", grid, "pass finite raw values")
-        if occupancy is not None:
-            _check_occupancy(occupancy)
+        checks.shape("grid", grid, "(1, 4, n, n, n), n >= 2", cube, "pass finite raw values")
+        _check_occupancy(occupancy, optional=True)
         self.grid = torch.nn.Parameter(grid)
         self.density, self.fused, self.occupancy = density, fused, occupancy
         self.unit = checks.number("unit", unit, 0.0, low_open=True) if unit is not None else self.voxel_size
@@ -185,11 +179,10 @@ class FastVolume(torch.nn.Module):
             self._rays[key] = (origins.shape[0], hit, origins[hit], directions[hit], near[hit], far[hit])
         n, hit, origins, directions, near, far = self._rays[key]
         out = torch.zeros(n, 4, device=origins.device)
+        step = self.step_voxels * self.voxel_size
         for s in range(0, hit.shape[0], 32768):
             sl = slice(s, s + 32768)
-            rgb, opacity = render_rays(
-                self, origins[sl], directions[sl], near[sl], far[sl], self.step_voxels * self.voxel_size, self.occupancy
-            )
+            rgb, opacity = render_rays(self, origins[sl], directions[sl], near[sl], far[sl], step, self.occupancy)
             out[hit[sl]] = torch.cat([rgb, opacity[:, None]], 1)
         return out.reshape(len(cameras), self.image_size, self.image_size, 4)
 
@@ -233,15 +226,12 @@ def render_rays(
             trans = torch.exp(-(torch.cumsum(tau, 1) - tau))
             valid &= trans > early_stop
     dens, rgb = volume.sample(points[valid])
-    tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(
-        valid, volume.optical_depth(dens, step)
-    )
+    depth = volume.optical_depth(dens, step)
+    tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(valid, depth)
     cum = torch.cumsum(tau, 1)
     weights = torch.exp(-(cum - tau)) * -torch.expm1(-tau)  # T_k * alpha_k
-    ray_index = valid.nonzero()[:, 0]
-    color = torch.zeros(n, 3, device=origins.device, dtype=rgb.dtype).index_add(
-        0, ray_index, weights[valid][:, None] * rgb
-    )
+    ray_index, contrib = valid.nonzero()[:, 0], weights[valid][:, None] * rgb
+    color = torch.zeros(n, 3, device=origins.device, dtype=rgb.dtype).index_add(0, ray_index, contrib)
     opacity = -torch.expm1(-cum[:, -1])
     return color, opacity
 
@@ -270,11 +260,9 @@ class MaskedAdam:
         checks.shape("param", param, "(1, C, D, H, W)", lambda t: t.dim() == 5 and t.shape[0] == 1)
         lr, eps = checks.number("lr", lr, 0.0, low_open=True), checks.number("eps", eps, 0.0, low_open=True)
         betas = tuple(checks.number(f"betas[{i}]", b, 0.0, 1.0) for i, b in enumerate(betas))
-        if max(betas) >= 1:
-            raise ValueError(f"betas must lie in [0, 1), got {betas}; Adam's defaults are (0.9, 0.999).")
-        n, (lo, hi) = param[0, 0].numel(), (active.aminmax() if active.numel() else (0, 0))
-        if not 0 <= int(lo) <= int(hi) < n:
-            raise ValueError(f"active must index the {n} voxels, got {int(lo)} to {int(hi)}; use active_voxels.")
+        checks.require(max(betas) < 1, f"betas must lie in [0, 1), got {betas}; Adam's defaults are (0.9, 0.999).")
+        n, (lo, hi) = param[0, 0].numel(), map(int, active.aminmax() if active.numel() else (0, 0))
+        checks.require(0 <= lo <= hi < n, f"active must index the {n} voxels, got {lo} to {hi}; use active_voxels.")
         self.param, self.active, self.betas, self.eps = param, active, betas, eps
         self.param_groups = [{"lr": lr}]
         self.m = torch.zeros(param.shape[1], active.shape[0], device=param.device)
@@ -317,8 +305,7 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
     """Rays of every pixel of ``views`` clipped to ``occupancy``; misses (no gradient) dropped. Defined in §5.4."""
     _check_views("views", views)
     _check_occupancy(occupancy)
-    if not occupancy.grid.any():
-        raise ValueError("occupancy is empty (0 occupied voxels), so no ray meets it; use hull.carve.")
+    checks.require(occupancy.grid.any(), "occupancy is empty (0 occupied voxels), so no ray meets it; use hull.carve.")
     n_views, image_size = views.images.shape[:2]
     half = occupancy.voxel_size * (occupancy.volume_size - 1) / 2
     hull = None if occupancy.grid.all() else occupancy  # no hull: the cube is all there is
@@ -356,28 +343,20 @@ class FastSettings(Settings):
         super().check()
         for name in ("hull", "random_rays", "fused", "sparse_adam"):
             setattr(self, name, checks.flag(f"FastSettings.{name}", getattr(self, name)))
-        if self.density not in ("softplus", "sigmoid"):
-            raise ValueError(f"FastSettings.density must be 'softplus' or 'sigmoid', got {self.density!r}.")
-        if self.schedule not in ("exp", "step", "constant"):
-            raise ValueError(f"FastSettings.schedule must be 'exp', 'step' or 'constant', got {self.schedule!r}.")
+        checks.choice("FastSettings.density", self.density, ("softplus", "sigmoid"))
+        checks.choice("FastSettings.schedule", self.schedule, ("exp", "step", "constant"))
         self.rays_per_step = checks.integer("FastSettings.rays_per_step", self.rays_per_step)
         self.images_per_step = checks.integer("FastSettings.images_per_step", self.images_per_step)
-        if not self.random_rays and self.rays_per_step < self.images_per_step:
-            raise ValueError(
-                f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
-            )
+        msg = f"rays_per_step={self.rays_per_step} < images_per_step={self.images_per_step}; use one ray per image."
+        checks.require(self.random_rays or self.rays_per_step >= self.images_per_step, msg)
         if n_views is not None and not self.random_rays and self.images_per_step > n_views:
             raise ValueError(f"images_per_step={self.images_per_step} exceeds the {n_views} views; use at most that.")
         self.step_voxels = checks.number("FastSettings.step_voxels", self.step_voxels, 0.05, 8.0)
-        self.lr_final_factor = checks.number(
-            "FastSettings.lr_final_factor", self.lr_final_factor, 0.0, 1.0, low_open=True
-        )
+        self.lr_final_factor = checks.number("FastSettings.lr_final_factor", self.lr_final_factor, 0, 1, low_open=True)
         self.coarse_fraction = checks.number("FastSettings.coarse_fraction", self.coarse_fraction, 0.0, 0.99)
-        self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
-        if self.coarse_volume_size and not 2 <= self.coarse_volume_size <= self.volume_size:
-            raise ValueError(
-                f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {self.coarse_volume_size}."
-            )
+        c = self.coarse_volume_size = checks.integer("FastSettings.coarse_volume_size", self.coarse_volume_size, 0)
+        msg = f"coarse_volume_size must be 0 (off) or 2 to {self.volume_size}, got {c}."
+        checks.require(c == 0 or 2 <= c <= self.volume_size, msg)
         self.tv_weight = checks.number("FastSettings.tv_weight", self.tv_weight, 0.0)
         self.early_stop = checks.number("FastSettings.early_stop", self.early_stop, 0.0, 0.5)
         self.init_density = checks.number("FastSettings.init_density", self.init_density, -30.0, 10.0)
@@ -417,13 +396,9 @@ def fit(
     _check_views("train", train)
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
-    if not isinstance(settings, FastSettings):
-        raise TypeError(
-            f"settings must be FastSettings, got {type(settings).__name__}; for FitSettings use fitting.fit."
-        )
+    checks.kind("settings", settings, FastSettings, "for FitSettings use fitting.fit")
     settings.check(n_views=len(train))
-    if occupancy is not None:
-        _check_occupancy(occupancy)
+    _check_occupancy(occupancy, optional=True)
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)
@@ -444,9 +419,8 @@ def fit(
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
     size = settings.coarse_volume_size if coarse_iters else settings.volume_size
-    kw = dict(
-        unit=VOLUME_EXTENT / settings.volume_size, image_size=train.images.shape[1], step_voxels=settings.step_voxels
-    )
+    unit, image_size = VOLUME_EXTENT / settings.volume_size, train.images.shape[1]
+    kw = dict(unit=unit, image_size=image_size, step_voxels=settings.step_voxels)
     hull = occupancy if settings.hull else None
     volume = FastVolume(size, settings.density, settings.fused, settings.init_density, occupancy=hull, **kw).to(device)
     optimizer = make_optimizer(volume)
@@ -472,18 +446,16 @@ def fit(
             group["lr"] = settings.lr_at(it)
         idx = _draw(rays, settings, len(train), gen)
         batch = (rays.origins[idx], rays.directions[idx], rays.near[idx], rays.far[idx])
-        rgb, opacity = render_rays(
-            volume, *batch, settings.step_voxels * volume.voxel_size, volume.occupancy, settings.early_stop
-        )
+        step = settings.step_voxels * volume.voxel_size
+        rgb, opacity = render_rays(volume, *batch, step, volume.occupancy, settings.early_stop)
         loss = _huber(rgb, rays.rgb[idx]).mean() + _huber(opacity, rays.silhouette[idx]).mean()
         if settings.tv_weight:
             # only the density, only inside the hull's bounding box: the rest is never rendered
             n = volume.volume_size
             a = ((lo / volume.half + 1) * 0.5 * (n - 1)).floor().long().clamp(0, n - 1).tolist()
             b = ((hi / volume.half + 1) * 0.5 * (n - 1)).ceil().long().clamp(0, n - 1).tolist()
-            loss = loss + settings.tv_weight * total_variation(
-                volume.grid[:, :1, a[2] : b[2] + 1, a[1] : b[1] + 1, a[0] : b[0] + 1]
-            )
+            box = volume.grid[:, :1, a[2] : b[2] + 1, a[1] : b[1] + 1, a[0] : b[0] + 1]
+            loss = loss + settings.tv_weight * total_variation(box)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

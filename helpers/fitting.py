@@ -12,6 +12,7 @@ from typing import ClassVar
 import torch
 
 from . import checks
+from .data import _save_atomic
 from .data import _tensors_sha256 as _digest
 from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
 from .rays import VOLUME_EXTENT, _check_depths
@@ -23,8 +24,7 @@ class VolumeModel(torch.nn.Module):
     def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
         super().__init__()
         size = (volume_size,) * 3 if not isinstance(volume_size, (tuple, list)) else tuple(volume_size)
-        if len(size) != 3:
-            raise ValueError(f"volume_size must be an integer or three integers (D, H, W), got {volume_size!r}.")
+        checks.require(len(size) == 3, f"volume_size must be an int or three ints (D, H, W), got {volume_size!r}.")
         size = tuple(checks.integer("volume_size", n, minimum=2) for n in size)
         self.voxel_size = checks.number("voxel_size", voxel_size, 0.0, low_open=True)
         self.log_densities = torch.nn.Parameter(torch.full((1, *size), -4.0))  # 0.018: almost empty, has gradients
@@ -45,11 +45,9 @@ class VolumeModel(torch.nn.Module):
         """The grid as a ``Volumes`` batch of ``batch_size`` (expanded views of one grid)."""
         from pytorch3d.structures import Volumes
 
-        return Volumes(
-            densities=self.densities[None].expand(batch_size, *self.log_densities.shape),
-            features=self.colors[None].expand(batch_size, *self.log_colors.shape),
-            voxel_size=self.voxel_size,
-        )
+        densities = self.densities[None].expand(batch_size, *self.log_densities.shape)
+        features = self.colors[None].expand(batch_size, *self.log_colors.shape)
+        return Volumes(densities=densities, features=features, voxel_size=self.voxel_size)
 
     def forward(self, cameras) -> torch.Tensor:
         return self.renderer(cameras=cameras, volumes=self.volumes(len(cameras)))[0]
@@ -76,16 +74,14 @@ def make_renderer(
     """The tutorial's ``VolumeRenderer``; ``n_rays_per_image=None``: all pixels, or that many. Defined in §4.2."""
     from pytorch3d.renderer import EmissionAbsorptionRaymarcher, NDCMultinomialRaysampler, VolumeRenderer
 
-    if isinstance(image_size, (tuple, list)) and len(image_size) != 2:
-        raise ValueError(f"image_size must be an integer or (H, W), got {image_size!r}; pass e.g. 128 or (96, 128).")
-    size = image_size if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    size = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
+    checks.require(len(size) == 2, f"image_size must be an integer or (H, W), got {image_size!r}; pass e.g. 128.")
     h, w = (checks.integer("image_size", n) for n in size)
     n_pts_per_ray, min_depth, max_depth = _check_depths(n_pts_per_ray, min_depth, max_depth)
-    if n_rays_per_image is not None and checks.integer("n_rays_per_image", n_rays_per_image) > h * w:
-        raise ValueError(f"n_rays_per_image={n_rays_per_image} exceeds the {h * w} pixels; use fewer, or None for all.")
-    n_rays_per_image = None if n_rays_per_image is None else int(n_rays_per_image)
+    n_rays = None if n_rays_per_image is None else checks.integer("n_rays_per_image", n_rays_per_image)
+    checks.require((n_rays or 0) <= h * w, f"n_rays_per_image={n_rays} exceeds the {h * w} pixels; use fewer, or None.")
     depth = dict(n_pts_per_ray=n_pts_per_ray, min_depth=min_depth, max_depth=max_depth)
-    raysampler = NDCMultinomialRaysampler(image_width=w, image_height=h, n_rays_per_image=n_rays_per_image, **depth)
+    raysampler = NDCMultinomialRaysampler(image_width=w, image_height=h, n_rays_per_image=n_rays, **depth)
     return VolumeRenderer(raysampler=raysampler, raymarcher=EmissionAbsorptionRaymarcher())
 
 
@@ -148,39 +144,29 @@ class FitSettings(Settings):
 
     def check(self, n_views: int | None = None, n_pixels: int | None = None) -> None:
         super().check()
-        self.n_pts_per_ray = checks.integer("FitSettings.n_pts_per_ray", self.n_pts_per_ray, minimum=2)
+        depths = _check_depths(self.n_pts_per_ray, self.min_depth, self.max_depth, "FitSettings.", minimum=2)
+        self.n_pts_per_ray, self.min_depth, self.max_depth = depths
         self.batch_size = checks.integer("FitSettings.batch_size", self.batch_size)
         self.lr_drop_at = checks.number("FitSettings.lr_drop_at (a fraction of n_iter)", self.lr_drop_at, 0.0, 1.0)
-        self.min_depth = checks.number("FitSettings.min_depth", self.min_depth, 0.0)
-        self.max_depth = checks.number("FitSettings.max_depth", self.max_depth)
-        if self.min_depth >= self.max_depth:
-            raise ValueError(f"Need min_depth < max_depth, got {self.min_depth} and {self.max_depth}.")
         if self.n_rays_per_image is not None:
-            self.n_rays_per_image = checks.integer("FitSettings.n_rays_per_image", self.n_rays_per_image)
-            if n_pixels is not None and self.n_rays_per_image > n_pixels:
-                raise ValueError(
-                    f"n_rays_per_image={self.n_rays_per_image} exceeds the {n_pixels} pixels; use None (whole images)."
-                )
-        if n_views is not None and self.batch_size > n_views:
-            raise ValueError(f"batch_size={self.batch_size} exceeds the {n_views} training views; use at most that.")
+            n_rays = self.n_rays_per_image = checks.integer("FitSettings.n_rays_per_image", self.n_rays_per_image)
+            msg = f"n_rays_per_image={n_rays} exceeds the {n_pixels} pixels; use None (whole images)."
+            checks.require(n_pixels is None or n_rays <= n_pixels, msg)
+        msg = f"batch_size={self.batch_size} exceeds the {n_views} training views; use at most that."
+        checks.require(n_views is None or self.batch_size <= n_views, msg)
 
 
 def check_views(name: str, views) -> None:
     """Refuse views whose images, silhouettes or cameras are mis-shaped or not finite, before a fit. Defined in §4.7."""
-    if not all(hasattr(views, k) for k in ("images", "silhouettes", "R", "T", "cameras")):
-        raise TypeError(
-            f"{name} must be a data.CowViews, got {type(views).__name__}; pass what data.generate_* return."
-        )
-    images, silhouettes = views.images, views.silhouettes
-    checks.shape(f"{name}.images", images, "(N, H, W, 3)", lambda t: t.dim() == 4 and t.shape[-1] == 3)
-    nhw, n = tuple(images.shape[:3]), len(images)
-    checks.shape(f"{name}.silhouettes", silhouettes, f"(N, H, W) = {nhw}", lambda t: t.shape == nhw)
-    checks.shape(f"{name}.R", views.R, f"(N, 3, 3) with N = {n} images", lambda t: t.shape == (n, 3, 3))
-    checks.shape(f"{name}.T", views.T, f"(N, 3) with N = {n} images", lambda t: t.shape == (n, 3))
-    for label, t in ((f"{name}.images", images), (f"{name}.silhouettes", silhouettes)):
-        checks.finite(label, t, "re-render the views (delete the dataset's cache file) before fitting")
-    for label, t in ((f"{name}.R", views.R), (f"{name}.T", views.T)):
-        checks.finite(label, t, "make the views' cameras from finite angles and distances")
+    msg = f"{name} must be a data.CowViews, got {type(views).__name__}; pass what data.generate_* return."
+    checks.require(all(hasattr(views, k) for k in ("images", "silhouettes", "R", "T", "cameras")), msg, TypeError)
+    pixels = "re-render the views (delete the dataset's cache file) before fitting"
+    cams = "make the views' cameras from finite angles and distances"
+    checks.shape(f"{name}.images", views.images, "(N, H, W, 3)", lambda t: t.dim() == 4 and t.shape[-1] == 3, pixels)
+    nhw, n = tuple(views.images.shape[:3]), len(views.images)
+    checks.shape(f"{name}.silhouettes", views.silhouettes, f"(N, H, W) = {nhw}", lambda t: t.shape == nhw, pixels)
+    checks.shape(f"{name}.R", views.R, f"(N, 3, 3) with N = {n} images", lambda t: t.shape == (n, 3, 3), cams)
+    checks.shape(f"{name}.T", views.T, f"(N, 3) with N = {n} images", lambda t: t.shape == (n, 3), cams)
 
 
 def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool = True, callback=None):
@@ -188,8 +174,7 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
     check_views("train", train)
     device = train.images.device
     settings = settings if settings is not None else FitSettings.for_device(device)
-    if not isinstance(settings, FitSettings):
-        raise TypeError(f"settings must be FitSettings, got {type(settings).__name__}; for FastSettings use fast.fit.")
+    checks.kind("settings", settings, FitSettings, "for FastSettings use fast.fit")
     n_views, height, width = train.images.shape[:3]
     settings.check(n_views=n_views, n_pixels=height * width)
     if heldout is not None:
@@ -290,24 +275,17 @@ def _check_info(name: str, value) -> None:
         for k, v in value.items() if isinstance(value, dict) else enumerate(value):
             _check_info(f"{name}[{k!r}]", v)
     elif not isinstance(value, (int, float, str, bool, type(None), torch.Tensor)):
-        raise TypeError(
-            f"save_volume's info {name}={value!r} ({type(value).__name__}) could not be loaded back; "
-            "pass numbers, strings, tensors, or lists and dicts of them."
-        )
+        msg = f"save_volume's info {name}={value!r} ({type(value).__name__}) could not be loaded back"
+        raise TypeError(f"{msg}; pass numbers, strings, tensors, or lists and dicts of them.")
 
 
 def save_volume(path, model, settings: Settings | None = None, history: FitHistory | None = None, **info) -> None:
     """Save a fitted model, its SHA-256, ``settings``, ``history`` and ``info`` (never partially). Defined in §4.9."""
     from . import fast
 
-    if not isinstance(model, (VolumeModel, fast.FastVolume)):
-        raise TypeError(
-            f"model must be a VolumeModel or a FastVolume (what fitting.fit or fast.fit returns), got "
-            f"{type(model).__name__}; pass the model itself, not its state_dict()."
-        )
+    checks.kind("model", model, (VolumeModel, fast.FastVolume), "pass the model a fit returns, not its state_dict()")
     for name, value, kind in (("settings", settings, Settings), ("history", history, FitHistory)):
-        if value is not None and not isinstance(value, kind):
-            raise TypeError(f"{name} must be a {kind.__name__} or None, got {type(value).__name__}.")
+        checks.kind(name, value, (kind, type(None)), "pass the fit's own, or leave it out")
     for key, value in info.items():
         _check_info(key, value)
     path = _file_path(path)
@@ -318,15 +296,7 @@ def save_volume(path, model, settings: Settings | None = None, history: FitHisto
     payload.update(config=model.config(), settings_kind=type(settings).__name__ if settings is not None else None)
     for key, value in (("settings", settings), ("history", history)):
         payload[key] = dataclasses.asdict(value) if value is not None else None
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch.save reports some OS errors as RuntimeError
-        if tmp.is_file():
-            tmp.unlink()
-        raise OSError(f"Could not save the fit to {path}: {exc}. Choose a writable path or VOLRENDER_CACHE.") from exc
+    _save_atomic(payload, path, "Could not save the fit to", "Choose a writable path or VOLRENDER_CACHE.")
 
 
 def load_volume(path, device="cpu"):
@@ -348,8 +318,7 @@ def load_volume(path, device="cpu"):
     if not isinstance(state, dict) or _digest(state) != payload.get("sha256"):
         raise ValueError(f"{path} is corrupted: its tensors do not match their stored SHA-256. {remake}")
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise ValueError(f"{path} holds NaN or infinite values in {bad}: the fit it saved had diverged. {remake}")
+    checks.require(not bad, f"{path} holds NaN or infinite values in {bad}: the fit it saved had diverged. {remake}")
     kinds = {"VolumeModel": (VolumeModel, FitSettings), "FastVolume": (fast.FastVolume, fast.FastSettings)}
     try:
         model_kind, settings_kind = kinds[payload["kind"]]
@@ -363,8 +332,7 @@ def load_volume(path, device="cpu"):
     except (KeyError, RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} holds a fit whose description does not match its tensors ({exc}). {remake}") from exc
     grid = tuple(model.grid.shape[2:] if isinstance(model, fast.FastVolume) else model.log_densities.shape[1:])
-    if model.settings is not None and set(grid) != {model.settings.volume_size}:
-        raise ValueError(
-            f"{path} holds settings of volume_size={model.settings.volume_size} for a grid {grid}. {remake}"
-        )
+    size = model.settings.volume_size if model.settings is not None else None
+    msg = f"{path} holds settings of volume_size={size} for a grid {grid}. {remake}"
+    checks.require(size is None or set(grid) == {size}, msg)
     return model.to(device)

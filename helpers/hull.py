@@ -28,8 +28,7 @@ class Occupancy(torch.nn.Module):
     def __init__(self, grid: torch.Tensor, extent: float = VOLUME_EXTENT):
         super().__init__()
         cube = lambda t: t.dim() == 3 and t.shape[0] == t.shape[1] == t.shape[2] >= 2  # noqa: E731
-        checks.shape("grid", grid, "(n, n, n), n >= 2", cube)
-        checks.finite("grid", grid, "pass a boolean grid (True = occupied)")
+        checks.shape("grid", grid, "(n, n, n), n >= 2", cube, "pass a boolean grid (True = occupied)")
         self.register_buffer("grid", grid.bool())
         self.extent = checks.number("extent", extent, 0.0, low_open=True)
 
@@ -55,8 +54,7 @@ class Occupancy(torch.nn.Module):
         """Lower and upper corners ``(3,)`` of the box around the occupied voxels' cells."""
         idx = self.grid.nonzero()  # (K, 3) as (z, y, x)
         if idx.shape[0] == 0:
-            zero = torch.zeros(3, device=self.grid.device)
-            return zero, zero
+            return (torch.zeros(3, device=self.grid.device),) * 2
         s = self.voxel_size
         first, last = ((i.flip(0).float() - 0.5 * (self.volume_size - 1)) * s for i in (idx.amin(0), idx.amax(0)))
         return first - s / 2, last + s / 2
@@ -75,8 +73,7 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
     _check_cameras(cameras)
     ok = lambda t: t.dim() == 3 and t.shape[0] == len(cameras)  # noqa: E731
-    checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras", ok)
-    checks.finite("silhouettes", silhouettes, "pass finite masks (nonzero = object)")
+    checks.shape("silhouettes", silhouettes, f"(N, H, W) with N = {len(cameras)} cameras", ok, "pass finite masks")
     n_views, height, width = silhouettes.shape
     device = silhouettes.device
     centers = voxel_centers(volume_size, device=device).reshape(-1, 3)

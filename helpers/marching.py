@@ -22,12 +22,12 @@ from .rays import ray_points
 _BOUNDS_TOL = 1e-5
 
 
-def _check_unit_interval(name: str, x: torch.Tensor) -> None:
-    lo, hi = x.min().item(), x.max().item()
-    if lo < -_BOUNDS_TOL or hi > 1 + _BOUNDS_TOL:
-        raise ValueError(
-            f"{name} (opacities) must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; use torch.sigmoid or alpha_from_sigma."
-        )
+def _check_opacities(densities: torch.Tensor) -> None:
+    """Refuse ``densities`` that are not finite opacities ``(..., P, 1)`` in [0, 1] (up to rounding)."""
+    checks.shape("densities", densities, "(..., P, 1)", lambda t: t.dim() >= 2 and t.shape[-1] == 1, True)
+    lo, hi = densities.min().item(), densities.max().item()
+    got = f"got [{lo:.4g}, {hi:.4g}]; use torch.sigmoid or alpha_from_sigma"
+    checks.require(lo >= -_BOUNDS_TOL and hi <= 1 + _BOUNDS_TOL, f"densities (opacities) must lie in [0, 1], {got}.")
 
 
 def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tensor:
@@ -40,9 +40,8 @@ def _per_volume(value, batch: int, name: str, like: torch.Tensor) -> torch.Tenso
         t = t.reshape(1, 1).expand(1, 3)
     elif t.shape == (3,):
         t = t[None]
-    if t.ndim != 2 or t.shape[0] not in (1, batch) or t.shape[1] not in (1, 3):
-        raise ValueError(f"{name} must be 1 or 3 numbers per volume ({batch} volumes), got shape {tuple(t.shape)}.")
-    checks.finite(name, t)
+    ok = t.ndim == 2 and t.shape[0] in (1, batch) and t.shape[1] in (1, 3)
+    checks.shape(name, t, f"(1 or B, 1 or 3): 1 or 3 numbers per volume (B = {batch} volumes)", ok, True)
     return t.expand(batch, 3)
 
 
@@ -55,8 +54,8 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
     depth, height, width = (int(s) for s in grid_size)
     size_xyz = torch.tensor([width, height, depth], dtype=points.dtype, device=points.device)
     voxel_size = _per_volume(voxel_size, batch, "voxel_size", points)
-    if not (voxel_size > 0).all():  # a negative one would mirror the volume
-        raise ValueError(f"voxel_size must be positive, got {voxel_size.unique().tolist()}; pass a voxel's side.")
+    got = voxel_size.unique().tolist()  # a negative one would mirror the volume
+    checks.require((voxel_size > 0).all(), f"voxel_size must be positive, got {got}; pass a voxel's side.")
     half_extent = 0.5 * voxel_size * (size_xyz - 1)  # (B, 3)
     shift = _per_volume(volume_translation, batch, "volume_translation", points)
     view = (batch,) + (1,) * (points.ndim - 2) + (3,)
@@ -66,9 +65,8 @@ def world_to_local(points: torch.Tensor, grid_size, voxel_size, volume_translati
 def trilinear(grid: torch.Tensor, local: torch.Tensor, align_corners: bool = True) -> torch.Tensor:
     """``grid_sample`` by hand: ``(B, C, D, H, W)`` at ``local`` ``(B, P, 3)`` -> ``(B, P, C)``. Defined in §3.2."""
     checks.shape("grid", grid, "(B, C, D, H, W)", lambda t: t.dim() == 5)
-    want = f"(B={grid.shape[0]}, P, 3)"
-    checks.shape("local", local, want, lambda t: t.dim() == 3 and t.shape[::2] == (grid.shape[0], 3))
-    checks.finite("local", local, "check the points and the volume's voxel_size")
+    ok = lambda t: t.dim() == 3 and t.shape[::2] == (grid.shape[0], 3)  # noqa: E731
+    checks.shape("local", local, f"(B={grid.shape[0]}, P, 3)", ok, "check the points and the volume's voxel_size")
     batch, channels = grid.shape[:2]
     sizes = grid.shape[:1:-1]  # (W, H, D), the order of local's (x, y, z)
     # Zero padding made literal: a border of zero voxels, so every corner index is valid.
@@ -105,23 +103,14 @@ def sample_volume(
 
     Densities, features (or ``None``: ``C = 0``) at ``points`` ``(B, ..., 3)`` -> ``(B, ..., 1)``, ``(B, ..., C)``.
     """
-    if densities.ndim != 5 or densities.shape[1] != 1:
-        raise ValueError(f"densities must have shape (B, 1, D, H, W), got {tuple(densities.shape)}.")
-    if features is not None and (
-        features.ndim != 5 or features.shape[0] != densities.shape[0] or features.shape[2:] != densities.shape[2:]
-    ):
-        raise ValueError(f"features must have shape (B, C, D, H, W) as densities, got {tuple(features.shape)}.")
-    if points.ndim < 2 or points.shape[-1] != 3:
-        raise ValueError(f"points must have shape (B, ..., 3), got {tuple(points.shape)}.")
-    if points.shape[0] != densities.shape[0]:
-        raise ValueError(
-            f"points are for {points.shape[0]} cameras but there are {densities.shape[0]} volumes; expand the volume."
-        )
-    checks.finite("densities", densities)
-    checks.finite("points", points)
-    grid = densities if features is None else torch.cat([densities, features], dim=1)
+    checks.shape("densities", densities, "(B, 1, D, H, W)", lambda t: t.dim() == 5 and t.shape[1] == 1, True)
+    b, dhw = densities.shape[0], densities.shape[2:]
     if features is not None:
-        checks.finite("features", features)
+        same = lambda t: t.dim() == 5 and t.shape[0] == b and t.shape[2:] == dhw  # noqa: E731
+        checks.shape("features", features, f"(B={b}, C, *{tuple(dhw)}) as densities", same, True)
+    ok = lambda t: t.dim() >= 2 and t.shape[-1] == 3 and t.shape[0] == b  # noqa: E731
+    checks.shape("points", points, f"(B, ..., 3) with B = {b} volumes (expand the volume)", ok, True)
+    grid = densities if features is None else torch.cat([densities, features], dim=1)
     local = world_to_local(points, densities.shape[2:], voxel_size, volume_translation)
     values = trilinear(grid, local.reshape(points.shape[0], -1, 3), align_corners)  # (B, P_all, 1 + C)
     values = values.reshape(*points.shape[:-1], grid.shape[1])
@@ -136,24 +125,14 @@ def emission_absorption(
     Opacities ``d`` ``(..., P, 1)`` (nearest first), ``features`` ``(..., P, C)`` -> ``(..., C + 1)``: ``sum_i w_i f_i``
     with ``w_i = d_i prod_{j<i} (1 + eps - d_j)``, then ``1 - prod_i (1 - d_i)``; ``surface_thickness=0``: d_i too.
     """
-    if densities.ndim < 2 or densities.shape[-1] != 1:
-        raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
-    if features.shape[:-1] != densities.shape[:-1]:
-        raise ValueError(
-            f"features {tuple(features.shape)} and densities {tuple(densities.shape)} must agree but in the last dim."
-        )
-    surface_thickness = checks.integer("surface_thickness", surface_thickness, minimum=0)
-    if surface_thickness > densities.shape[-2]:
-        raise ValueError(
-            f"surface_thickness must be at most the {densities.shape[-2]} samples, got {surface_thickness}."
-        )
+    _check_opacities(densities)
+    same = f"(..., C) whose ... must agree with densities' {tuple(densities.shape[:-1])}"
+    checks.shape("features", features, same, lambda t: t.shape[:-1] == densities.shape[:-1], True)
+    k, n = checks.integer("surface_thickness", surface_thickness, minimum=0), densities.shape[-2]
+    checks.require(k <= n, f"surface_thickness must be at most the {n} samples, got {k}.")
     eps = checks.number("eps", eps, 0.0)
-    checks.finite("densities", densities)
-    checks.finite("features", features)
-    _check_unit_interval("densities", densities)
     d = densities[..., 0]  # (..., P)
     survive = torch.cumprod((1.0 + eps) - d, dim=-1)  # light left *after* each sample; eps vanishes in float32
-    k = surface_thickness
     # shift by k samples: the light reaching sample i is what survived samples 0 .. i-k
     transmittance = torch.cat([torch.ones_like(d[..., :k]), survive[..., : d.shape[-1] - k]], dim=-1)
     rendered = ((d * transmittance)[..., None] * features).sum(dim=-2)  # weights w_i times features
@@ -163,10 +142,7 @@ def emission_absorption(
 
 def absorption_only(densities: torch.Tensor) -> torch.Tensor:
     """Opacity ``1 - prod_i (1 - d_i)`` ``(..., 1)`` of densities ``(..., P, 1)`` (silhouettes). Defined in §3.3."""
-    if densities.ndim < 2 or densities.shape[-1] != 1:
-        raise ValueError(f"densities must have shape (..., P, 1), got {tuple(densities.shape)}.")
-    checks.finite("densities", densities)
-    _check_unit_interval("densities", densities)
+    _check_opacities(densities)
     return 1.0 - torch.prod(1.0 - densities[..., 0], dim=-1, keepdim=True)
 
 
@@ -192,22 +168,13 @@ def alpha_from_sigma(
     sigma: torch.Tensor, lengths: torch.Tensor, directions: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Opacity ``1 - exp(-sigma * delta)``, ``sigma`` ``(..., P, 1)`` per world unit (Max 1995). Defined in §3.3."""
-    if sigma.shape[:-1] != lengths.shape or sigma.shape[-1] != 1:
-        raise ValueError(
-            f"sigma must have shape lengths.shape + (1,) = {(*tuple(lengths.shape), 1)}, got {tuple(sigma.shape)}."
-        )
-    if lengths.shape[-1] < 2:
-        raise ValueError(
-            f"alpha_from_sigma needs two samples per ray or more to know the step, got {lengths.shape[-1]}."
-        )
-    checks.finite("sigma", sigma)
-    checks.finite("lengths", lengths)
-    if (lengths.diff(dim=-1) < 0).any():
-        raise ValueError("lengths must increase along each ray (nearest sample first), got decreasing ones; sort them.")
+    want = (*lengths.shape, 1)
+    checks.shape("sigma", sigma, f"lengths.shape + (1,) = {want}", lambda t: t.shape == want, True)
+    checks.shape("lengths", lengths, "(..., P), P >= 2 samples per ray to know the step", lengths.shape[-1] > 1, True)
+    checks.require((lengths.diff(dim=-1) >= 0).all(), "lengths must increase along each ray, not decrease; sort them.")
     if directions is not None:
         want = (*lengths.shape[:-1], 3)
-        checks.shape("directions", directions, f"{want}", directions.shape == want)
-        checks.finite("directions", directions)
+        checks.shape("directions", directions, f"{want}", lambda t: t.shape == want, True)
     if sigma.min() < 0:
         raise ValueError(f"sigma is a physical density and must be >= 0, got a minimum of {sigma.min().item():.4g}.")
     steps = lengths.diff(dim=-1)
@@ -222,18 +189,15 @@ class Renderer(torch.nn.Module):
 
     def __init__(self, raysampler, raymarcher):
         super().__init__()
-        if not callable(raysampler) or not callable(raymarcher):
-            got = f"{type(raysampler).__name__} and {type(raymarcher).__name__}"
-            raise TypeError(f"Renderer(raysampler, raymarcher) needs two callables (modules), got {got}.")
+        got = f"{type(raysampler).__name__} and {type(raymarcher).__name__}"
+        msg = f"Renderer(raysampler, raymarcher) needs two callables (modules), got {got}."
+        checks.require(callable(raysampler) and callable(raymarcher), msg, TypeError)
         self.raysampler, self.raymarcher = raysampler, raymarcher
 
     def forward(self, cameras, volumes, **kwargs):
         from pytorch3d.structures import Volumes
 
-        if not isinstance(volumes, Volumes):
-            raise TypeError(
-                f"Renderer renders pytorch3d.structures.Volumes, got {type(volumes).__name__}; wrap the grids in one."
-            )
+        checks.kind("volumes", volumes, Volumes, "Renderer renders Volumes: wrap the grids in one")
         densities, features = volumes.densities(), volumes.features()
         sizes = volumes.get_grid_sizes()
         if not (sizes == torch.tensor(densities.shape[2:], device=sizes.device)).all():
@@ -245,10 +209,6 @@ class Renderer(torch.nn.Module):
         if not torch.equal(matrix[:, :3, :3], torch.diag_embed(scale)):
             raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
         voxel_size = 2.0 * scale / (sizes.flip(-1).to(matrix.dtype) - 1)  # sizes (D, H, W) -> (W, H, D)
-        rays_densities, rays_features = sample_volume(
-            densities, features, ray_points(ray_bundle), voxel_size, -matrix[:, 3, :3], volumes.get_align_corners()
-        )
-        images = self.raymarcher(
-            rays_densities=rays_densities, rays_features=rays_features, ray_bundle=ray_bundle, **kwargs
-        )
-        return images, ray_bundle
+        points, shift = ray_points(ray_bundle), -matrix[:, 3, :3]
+        dens, feats = sample_volume(densities, features, points, voxel_size, shift, volumes.get_align_corners())
+        return self.raymarcher(rays_densities=dens, rays_features=feats, ray_bundle=ray_bundle, **kwargs), ray_bundle

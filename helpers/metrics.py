@@ -26,8 +26,8 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR ``-10 log10(MSE)`` in dB of each image ``(N, H, W, C)`` in [0, 1] -> ``(N,)``. Defined in §4.7."""
     checks.finite("target", target, "score against finite images (re-render the views)")
     same = f"(N, H, W, C) equal to target's {tuple(target.shape)}"
-    checks.shape("pred", pred, same, lambda t: t.dim() == 4 and t.shape == target.shape)
-    checks.finite("pred", pred, "the prediction is broken (a diverged fit?); score finite images")
+    hint = "the prediction is broken (a diverged fit?); score finite images"
+    checks.shape("pred", pred, same, lambda t: t.dim() == 4 and t.shape == target.shape, hint)
     mse = ((pred.float() - target.float()) ** 2).flatten(1).mean(1)
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
 
@@ -53,8 +53,8 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
     batches = [cameras[list(range(i, min(i + batch_size, len(views))))] for i in range(0, len(views), batch_size)]
     out = torch.cat([model(batch) for batch in batches])
     want = (*views.images.shape[:3], 4)
-    checks.shape("the model's output", out, f"{want}: RGB, then opacity", lambda t: t.shape == want)
-    checks.finite("the rendered images", out, "the fitted volume is broken; re-run the fit with a lower lr")
+    hint = "the fitted volume is broken; re-run the fit with a lower lr"
+    checks.shape("the model's rendered images", out, f"{want}: RGB, then opacity", lambda t: t.shape == want, hint)
     images, silhouettes = out[..., :3].clamp(0, 1), out[..., 3]
     scores = {"psnr": psnr(images, views.images).mean().item(), "iou": silhouette_iou(silhouettes, views.silhouettes)}
     return {**scores, "images": images, "silhouettes": silhouettes}
@@ -102,12 +102,10 @@ class DivergenceError(FloatingPointError):
 
 def check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:
     """Stop a fit whose loss is not finite, or whose median of the last ``window`` rose for good. Defined in §4.7."""
-    if not isinstance(history, FitHistory) or not history.losses:
-        got = f"{len(history.losses)} losses" if isinstance(history, FitHistory) else type(history).__name__
-        raise ValueError(f"history must be a FitHistory holding at least one loss, got {got}; log_step first.")
-    _check_divergence(
-        history, checks.integer("window", window), checks.number("factor", factor, 1.0, low_open=True), lr
-    )
+    got = f"{len(history.losses)} losses" if isinstance(history, FitHistory) else type(history).__name__
+    msg = f"history must be a FitHistory holding at least one loss, got {got}; log_step first."
+    checks.require(isinstance(history, FitHistory) and history.losses, msg)
+    _check_divergence(history, checks.integer("window", window), checks.number("factor", factor, 1, low_open=True), lr)
 
 
 def _check_divergence(history: FitHistory, window: int = 20, factor: float = 4.0, lr: float | None = None) -> None:

@@ -15,8 +15,7 @@ def _numpy_images(images, name: str = "images") -> np.ndarray:
     if isinstance(images, torch.Tensor):
         images = images.detach().float().cpu().numpy()
     images = np.asarray(images)
-    if images.ndim not in (3, 4):
-        raise ValueError(f"Expected {name} of shape (N, H, W) or (N, H, W, C), got {images.shape}.")
+    checks.require(images.ndim in (3, 4), f"Expected {name} of shape (N, H, W) or (N, H, W, C), got {images.shape}.")
     if not np.issubdtype(images.dtype, np.number) or not np.isfinite(images).all():
         raise ValueError(f"The {name} hold NaN, inf or non-numbers; check what produced them (a diverged fit?).")
     return images
@@ -34,13 +33,11 @@ def image_grid(
     """Plot ``(N, H, W, 3|4)`` or ``(N, H, W)`` (``cmap``) images in a gapless grid, return it. Defined in §1.4."""
     images = _numpy_images(images)
     n = images.shape[0]
-    if (rows is None) != (cols is None):
-        raise ValueError(f"Specify either both rows and cols or neither, got rows={rows}, cols={cols}.")
+    checks.require((rows is None) == (cols is None), f"Give rows and cols, or neither: got rows={rows}, cols={cols}.")
     if rows is None:
         rows, cols = math.ceil(n / min(n, 10)), min(n, 10)
     rows, cols = checks.integer("rows", rows), checks.integer("cols", cols)
-    if rows * cols < n:
-        raise ValueError(f"A {rows} x {cols} grid (rows x cols) cannot hold {n} images; pass rows * cols >= {n}.")
+    checks.require(rows * cols >= n, f"A {rows} x {cols} grid cannot hold {n} images; pass rows * cols >= {n}.")
     if titles is not None and len(titles) < n:
         raise ValueError(f"titles has {len(titles)} entries for {n} images; give one title per image.")
     size = checks.number("size (inches per image)", size, 0.0, low_open=True)

@@ -19,25 +19,21 @@ from .data import camera_centers
 VOLUME_EXTENT = 3.0  # side of the world cube at the origin the grid fills: half a unit around the cow's [-1, 1]^3
 
 
-def _check_depths(n_pts_per_ray, min_depth, max_depth) -> tuple[int, float, float]:
-    n_pts_per_ray = checks.integer("n_pts_per_ray", n_pts_per_ray)
-    min_depth = checks.number("min_depth", min_depth, 0.0)
-    max_depth = checks.number("max_depth", max_depth)
-    if min_depth >= max_depth:
-        raise ValueError(f"min_depth={min_depth} must be smaller than max_depth={max_depth} (view-space z).")
+def _check_depths(n_pts_per_ray, min_depth, max_depth, prefix: str = "", minimum: int = 1) -> tuple[int, float, float]:
+    n_pts_per_ray = checks.integer(f"{prefix}n_pts_per_ray", n_pts_per_ray, minimum)
+    min_depth = checks.number(f"{prefix}min_depth", min_depth, 0.0)
+    max_depth = checks.number(f"{prefix}max_depth", max_depth)
+    checks.require(min_depth < max_depth, f"min_depth={min_depth} must be smaller than max_depth={max_depth} (view z).")
     return n_pts_per_ray, min_depth, max_depth
 
 
 def ndc_pixel_centers(image_width: int, image_height: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """NDC ``(x, y)`` ``(H, W, 2)`` of the pixel centres: ``x_j = u (1 - (2j + 1) / W)``, y alike. Defined in §2.2."""
-    image_width = checks.integer("image_width", image_width)
-    image_height = checks.integer("image_height", image_height)
+    image_width, image_height = checks.integer("image_width", image_width), checks.integer("image_height", image_height)
     short = min(image_width, image_height)
     u_x, u_y = image_width / short, image_height / short
-    j = torch.arange(image_width, device=device, dtype=dtype)
-    i = torch.arange(image_height, device=device, dtype=dtype)
-    x = u_x * (1.0 - (2.0 * j + 1.0) / image_width)
-    y = u_y * (1.0 - (2.0 * i + 1.0) / image_height)
+    x = u_x * (1.0 - (2.0 * torch.arange(image_width, device=device, dtype=dtype) + 1.0) / image_width)
+    y = u_y * (1.0 - (2.0 * torch.arange(image_height, device=device, dtype=dtype) + 1.0) / image_height)
     return torch.stack(torch.broadcast_tensors(x[None, :], y[:, None]), dim=-1)
 
 
@@ -53,23 +49,14 @@ def ndc_to_pixel(xy: torch.Tensor, image_height: int, image_width: int):
 
 
 def _check_cameras(cameras) -> None:
-    if not isinstance(cameras, FoVPerspectiveCameras):
-        raise TypeError(
-            f"Expected FoVPerspectiveCameras, got {type(cameras).__name__}; for others use NDCMultinomialRaysampler."
-        )
-    if getattr(cameras, "K", None) is not None:
-        raise ValueError(
-            "These cameras carry an explicit projection matrix K; build them without, or use NDCMultinomialRaysampler."
-        )
-    values = {
-        k: torch.as_tensor(getattr(cameras, k), device=cameras.R.device) for k in ("R", "T", "fov", "aspect_ratio")
-    }
-    if not torch.stack([torch.isfinite(v).all() for v in values.values()]).all():  # one sync
-        name, value = next((k, v) for k, v in values.items() if not torch.isfinite(v).all())
-        raise ValueError(
-            f"The cameras' {name} holds NaN or infinite values: {value.tolist()}. Make the cameras from finite "
-            "angles and distances (data.make_cameras, fitting.rotating_cameras)."
-        )
+    checks.kind("cameras", cameras, FoVPerspectiveCameras, "for other cameras use NDCMultinomialRaysampler")
+    msg = "These cameras carry an explicit projection matrix K; build them without, or use NDCMultinomialRaysampler."
+    checks.require(getattr(cameras, "K", None) is None, msg)
+    vals = {k: torch.as_tensor(getattr(cameras, k), device=cameras.R.device) for k in ("R", "T", "fov", "aspect_ratio")}
+    if not torch.stack([torch.isfinite(v).all() for v in vals.values()]).all():  # one sync
+        name, value = next((k, v) for k, v in vals.items() if not torch.isfinite(v).all())
+        hint = "Make the cameras from finite angles and distances (data.make_cameras, fitting.rotating_cameras)."
+        raise ValueError(f"The cameras' {name} holds NaN or infinite values: {value.tolist()}. {hint}")
 
 
 def ray_directions(cameras, xy: torch.Tensor) -> torch.Tensor:
@@ -87,8 +74,7 @@ def _slopes(cameras, n_inner_dims: int):
     _check_cameras(cameras)
     dtype, batch = cameras.R.dtype, cameras.R.shape[0]
     fov = torch.as_tensor(cameras.fov, dtype=dtype, device=cameras.R.device).reshape(-1)
-    if cameras.degrees:
-        fov = torch.deg2rad(fov)
+    fov = torch.deg2rad(fov) if cameras.degrees else fov
     tan_half = torch.tan(fov / 2).expand(batch)
     aspect = torch.as_tensor(cameras.aspect_ratio, dtype=dtype, device=cameras.R.device).reshape(-1).expand(batch)
     shape = (batch,) + (1,) * n_inner_dims
@@ -109,8 +95,7 @@ def project(cameras, points: torch.Tensor):
 def stratify(depths: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Jitter sorted depths ``(..., P)`` in their bins, as ``stratified_sampling`` draws. Defined in §2.5."""
     checks.finite("depths", depths, "pass finite depths")
-    if (depths.diff(dim=-1) < 0).any():
-        raise ValueError("depths must increase along each ray (the last dimension), got decreasing ones; sort them.")
+    checks.require((depths.diff(dim=-1) >= 0).all(), "depths must increase along each ray, not decrease; sort them.")
     mids = 0.5 * (depths[..., 1:] + depths[..., :-1])
     upper = torch.cat((mids, depths[..., -1:]), dim=-1)
     lower = torch.cat((depths[..., :1], mids), dim=-1)
@@ -158,15 +143,10 @@ class GridRaysampler(torch.nn.Module):
     ) -> RayBundle:
         _check_cameras(cameras)
         for name, value in (("mask", mask), ("n_rays_per_image", n_rays_per_image), ("n_rays_total", n_rays_total)):
-            if value is not None:
-                raise ValueError(
-                    f"GridRaysampler samples every pixel; {name} is not supported (use NDCMultinomialRaysampler)."
-                )
+            checks.require(value is None, f"GridRaysampler takes all pixels: for {name} use NDCMultinomialRaysampler.")
         device = self._xy_grid.device
-        if not _same_device(cameras.device, device) or not _same_device(cameras.R.device, device):
-            raise ValueError(
-                f"The cameras are on {cameras.R.device} but the raysampler on {device}: raysampler.to(cameras.device)."
-            )
+        msg = f"The cameras are on {cameras.R.device} but the raysampler on {device}: raysampler.to(cameras.device)."
+        checks.require(_same_device(cameras.device, device) and _same_device(cameras.R.device, device), msg)
         # a call's depth keywords override the constructor's; others (VolumeRenderer passes some) are ignored
         min_depth = self.min_depth if min_depth is None else min_depth
         max_depth = self.max_depth if max_depth is None else max_depth
@@ -201,10 +181,9 @@ def camera_rays(cameras, image_size: int):
 
 def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
     """Entry, exit ``(N,)`` of rays ``(N, 3)`` through a box (slab method); misses: ``far <= near``. Defined in §5.3."""
-    checks.shape("origins", origins, "(N, 3)", lambda t: t.dim() == 2 and t.shape[1] == 3)
-    checks.shape("directions", directions, f"{tuple(origins.shape)} like origins", lambda t: t.shape == origins.shape)
-    checks.finite("origins", origins, "pass finite ray origins")
-    checks.finite("directions", directions, "pass finite ray directions")
+    checks.shape("origins", origins, "(N, 3)", lambda t: t.dim() == 2 and t.shape[1] == 3, "pass finite ray origins")
+    same = lambda t: t.shape == origins.shape  # noqa: E731
+    checks.shape("directions", directions, f"{tuple(origins.shape)} like origins", same, "pass finite ray directions")
     if (directions.abs().amax(-1) == 0).any():
         raise ValueError("directions holds zero vectors, which point nowhere; give every ray a nonzero direction.")
     hi = _corner("upper", upper, origins)  # h (the cube [-h, h]^3) or a corner
@@ -224,8 +203,7 @@ def _corner(name: str, value, like: torch.Tensor) -> torch.Tensor:
         corner = torch.as_tensor(value, dtype=like.dtype, device=like.device)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise TypeError(f"{name} must be a number or 3 numbers, got {value!r}; pass e.g. 1.5.") from exc
-    checks.shape(name, corner, "() or (3,)", corner.shape in ((), (3,)))
-    return checks.finite(name, corner, "pass a finite corner")
+    return checks.shape(name, corner, "() or (3,)", corner.shape in ((), (3,)), "pass a finite corner")
 
 
 def inside_box(points: torch.Tensor, extent: float = VOLUME_EXTENT) -> torch.Tensor:
@@ -239,10 +217,7 @@ def sample_budget(bundle, occupancy) -> dict[str, float]:
     """Fractions of a bundle's samples ``outside_box``, ``box_but_carved`` and ``inside_hull``. Defined in §2.8."""
     from .hull import Occupancy
 
-    if not isinstance(occupancy, Occupancy):
-        raise TypeError(
-            f"occupancy must be a hull.Occupancy, got {type(occupancy).__name__}; make one with hull.carve."
-        )
+    checks.kind("occupancy", occupancy, Occupancy, "make one with hull.carve")
     points = ray_points(bundle)
     in_box = inside_box(points)
     in_hull = occupancy.lookup(points)
