@@ -361,15 +361,21 @@ def _tensors_sha256(tensors: dict) -> str:
     return digest.hexdigest()
 
 
-def _read_cache(path: Path, elev, azim, image_size: int) -> CowViews:
-    """The views cached in ``path``; ``ValueError`` saying why when the file cannot be trusted."""
+def _load_payload(path: Path, fmt: int) -> dict:
+    """The dict saved in ``path`` (a cached dataset or a fit) if readable and of format ``fmt``, else ``ValueError``."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
         raise ValueError(f"unreadable (truncated or damaged: {exc})") from exc
-    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"not a dataset file of format {CACHE_FORMAT} (found {found!r})")
+        raise ValueError(f"not of this book's format {fmt} (found {found!r})")
+    return payload
+
+
+def _read_cache(path: Path, elev, azim, image_size: int) -> CowViews:
+    """The views cached in ``path``; ``ValueError`` saying why when the file cannot be trusted."""
+    payload = _load_payload(path, CACHE_FORMAT)
     tensors, fields = payload.get("tensors"), set(CowViews.__dataclass_fields__)
     if not isinstance(tensors, dict) or set(tensors) != fields or not all(map(torch.is_tensor, tensors.values())):
         raise ValueError(f"holds something other than the tensors {sorted(fields)}")

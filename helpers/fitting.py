@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 
 from . import checks
-from .data import _save_atomic
-from .data import _tensors_sha256 as _digest
+from .data import _load_payload, _save_atomic
+from .data import _tensors_sha256 as _digest  # one checksum for datasets and fits
 from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
 from .rays import VOLUME_EXTENT, _check_depths
 
@@ -308,12 +308,9 @@ def load_volume(path, device="cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"No fitted volume at {path}; run Chapter 4 (or 5), or save_volume, to make it.")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a damaged file
-        raise ValueError(f"{path} is not a readable fit (truncated or damaged: {exc}). {remake}") from exc
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path} is not a fit of this book's format {FORMAT_VERSION} (found {found!r}). {remake}")
+        payload = _load_payload(path, FORMAT_VERSION)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a readable fit: {exc}. {remake}") from exc
     state = payload.get("state")
     if not isinstance(state, dict) or _digest(state) != payload.get("sha256"):
         raise ValueError(f"{path} is corrupted: its tensors do not match their stored SHA-256. {remake}")
