@@ -115,18 +115,14 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
 
 
 def glue(**values) -> None:
-    """Store numbers for the chapter's prose (myst-nb ``glue``, not displayed) and print them.
+    """Store numbers for the prose as ``ch6-<name>`` (``book.glue``, not displayed) and print them. Defined in §6.1.
 
-    Defined in §6.1: every number the text quotes comes from here, so the
-    prose always matches the run that built the page. Without myst-nb (Colab) it only prints.
+    Every number the text quotes comes from here, so the prose matches the run that built the page.
     """
-    try:
-        from myst_nb import glue as myst_glue
-    except ImportError:
-        myst_glue = None
+    from .book import glue as book_glue
+
     for key, value in values.items():
-        if myst_glue is not None:
-            myst_glue(f"ch6-{key.replace('_', '-')}", value, display=False)
+        book_glue(f"ch6-{key.replace('_', '-')}", value, display=False)
     print("  ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items()))
 
 
