@@ -324,7 +324,8 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
         try:
             views = _read_cache(path, elev, azim, image_size)
             if verbose:
-                print(f"Loaded {len(views)} {kind} views from {path} in {time.perf_counter() - start:.2f} s.")
+                seconds = time.perf_counter() - start
+                print(f"Loaded {len(views)} {kind} views from the cache ({path.name}) in {seconds:.2f} s.")
             return views.to(device)
         except ValueError as exc:
             print(f"Ignoring the cached dataset {path}: {exc}; rendering it again.")

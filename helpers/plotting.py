@@ -29,8 +29,13 @@ def image_grid(
     cmap: str = "gray",
     size: float = 1.6,
     suptitle: str | None = None,
+    title_size: float = 8,
 ):
-    """Plot ``(N, H, W, 3|4)`` or ``(N, H, W)`` (``cmap``) images in a gapless grid, return it. Defined in §1.4."""
+    """Plot ``(N, H, W, 3|4)`` or ``(N, H, W)`` (``cmap``) images in a gapless grid, return it. Defined in §1.4.
+
+    ``size`` is inches per image; ``title_size`` (points) should grow with it, so titles stay legible where the
+    page shrinks a wide figure to its column (about 7 inches at the book's 100 dpi).
+    """
     images = _numpy_images(images)
     n = images.shape[0]
     checks.require((rows is None) == (cols is None), f"Give rows and cols, or neither: got rows={rows}, cols={cols}.")
@@ -41,6 +46,7 @@ def image_grid(
     if titles is not None and len(titles) < n:
         raise ValueError(f"titles has {len(titles)} entries for {n} images; give one title per image.")
     size = checks.number("size (inches per image)", size, 0.0, low_open=True)
+    title_size = checks.number("title_size (points)", title_size, 0.0, low_open=True)
     figsize = (size * cols, size * rows + (0.4 if suptitle else 0))
     gaps = {"wspace": 0.02, "hspace": 0.02 if titles is None else 0.25}
     fig, axes = plt.subplots(rows, cols, figsize=figsize, gridspec_kw=gaps, squeeze=False)
@@ -54,7 +60,7 @@ def image_grid(
         else:
             ax.imshow(im.squeeze(), cmap=cmap, vmin=0, vmax=1)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(titles[i], fontsize=title_size)
     if suptitle:
         fig.suptitle(suptitle)
     return fig

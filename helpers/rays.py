@@ -109,7 +109,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 
 class GridRaysampler(torch.nn.Module):
-    """One ray through every pixel centre; the twin of ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4."""
+    """One ray through every pixel centre: our own ``NDCMultinomialRaysampler`` in grid mode. Defined in §2.4."""
 
     def __init__(
         self,

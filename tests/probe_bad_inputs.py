@@ -2696,6 +2696,7 @@ for label, kwargs, about, shows, category in [
     ("rows 1.5", dict(images=IMGS, rows=1.5, cols=2), "rows", ("1.5",), "types"),
     ("2 titles for 3 images", dict(images=IMGS, titles=["a", "b"]), "titles", ("2",), "shapes"),
     ("size -1", dict(images=IMGS, size=-1.0), "size", ("-1",), "ranges"),
+    ("title_size 0", dict(images=IMGS, title_size=0), "title_size", ("0",), "ranges"),
     ("images as a list of strings", dict(images=["a", "b"]), "images", ("(2,)", "str", "<U1"), "types"),
 ]:
     err(f"plotting.image_grid: {label}", category, functools.partial(plotting.image_grid, **kwargs), about, shows=shows)

@@ -147,7 +147,10 @@ def test_chapter_has_learn_summary_exercises_and_citations(path):
         f"the chapter should close with Summary then Exercises, not {headings[-2:]}"
     )
     exercises = re.findall(r"^:::\{exercise\}\s*\n:label:\s*(\S+)", text, flags=re.M)
-    solutions = re.findall(r"^:::\{solution\}\s*(\S+)\s*\n:class:\s*dropdown", text, flags=re.M)
+    # :::{solution} label, or ```{solution-start} label (gated: the solution holds code cells) ... ```{solution-end}
+    solutions = re.findall(
+        r"^(?::::\{solution\}|```\{solution-start\})\s*(\S+)\s*\n:class:\s*dropdown", text, flags=re.M
+    )
     assert 2 <= len(exercises) <= 4, f"{len(exercises)} exercises; the book asks for 2 to 4"
     assert sorted(solutions) == sorted(exercises), "every exercise needs one hidden (dropdown) solution"
     assert re.search(r"\{cite(:\w+)?\}`", text), "cite the bibliography ({cite}`key`) where an idea comes from"

@@ -80,7 +80,7 @@ def typed_numbers(text: str, allowed: dict[str, str]) -> list[str]:
 
 
 # Pages still being converted to glue; remove a page from here once it passes.
-STILL_TYPED = {"02_rays.ipynb", "04_fitting.ipynb", "05_fast.ipynb", "06_mesh.ipynb"}
+STILL_TYPED = {"04_fitting.ipynb", "05_fast.ipynb", "06_mesh.ipynb"}
 
 
 @pytest.mark.parametrize(

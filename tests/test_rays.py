@@ -43,7 +43,7 @@ def assert_matches_pytorch3d(mine, ref):
 
     A point is ``origin + length * direction``; PyTorch3D computes it in float32 from a
     4x4 matrix inverse and loses about 1e-6 of the size of those terms, which reaches
-    1.5e-5 on rays 8 units long (test_more_accurate_than_pytorch3d shows the twin is the
+    1.5e-5 on rays 8 units long (test_more_accurate_than_pytorch3d shows that ours is the
     one closer to float64). So the points' tolerance is 1e-5 times that size, never less
     than 1e-5.
     """
