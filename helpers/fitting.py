@@ -199,7 +199,7 @@ def fit(train, heldout=None, settings: FitSettings | None = None, progress: bool
                 callback(iteration, model, result)
 
     run_eval(0, 0.0)
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # the text bar: tqdm.auto makes a Jupyter widget, whose state the book pages would carry
 
     bar = tqdm(total=settings.n_iter, desc="fitting", unit="it", disable=not progress)
     elapsed = 0.0

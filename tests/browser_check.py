@@ -22,9 +22,20 @@ For every page it reports:
 - ``<img>`` elements that did not load (``naturalWidth == 0``);
 - internal links to a missing file or a missing ``#anchor``;
 - on chapter pages (``notebooks/``): no output figure at all, or a figure that
-  was printed as ``<Figure size ...>`` text instead of drawn.
+  was printed as ``<Figure size ...>`` text instead of drawn;
+- a figure in a page's content (an ``<img>`` or a 3-D plotly figure) that is not inside a
+  numbered ``<figure>`` with a caption ("Fig. 4.2 ..."; myst-nb's ``figure`` cell metadata, or
+  ``{glue-figure}`` on a Markdown page), and any ``<img>`` whose alt text is empty or a file name;
+- require.js or the Jupyter widget manager loaded by a page, or widget state embedded in it (a
+  widget made while the notebook ran, such as ``tqdm.auto``'s progress bar or an ``interact``
+  slider: nothing renders it in the book, and it is what makes myst-nb add those scripts);
+- at every width checked (``--width``; 1280 px and a 390 px phone by default), any element that
+  sticks out past the right edge of the screen, unless it is inside a block that scrolls
+  horizontally (code, outputs, tables) and that block fits: the page must not be wider than the
+  screen. The element is named with its section heading.
 
-Usage: ``python tests/browser_check.py _build/html [--screenshots artifacts]``.
+Usage: ``python tests/browser_check.py _build/html [--screenshots artifacts] [--width 1280,390]``.
+Screenshots at widths other than 1280 px get the width in their name (``index-390px.png``).
 """
 
 from __future__ import annotations
@@ -63,6 +74,18 @@ CHROMIUM_FLAGS = [
 MIN_DRAWN_FRACTION = 0.01
 SKIP_PAGES = {"search.html", "genindex.html"}  # Sphinx's generated index pages have nothing of ours to check
 WINDOW = (1280, 960)
+#: A phone in portrait (an iPhone 12 to 15 is 390 CSS pixels wide): the narrowest screen the book is checked at.
+PHONE = (390, 844)
+#: Full-page screenshots stop here (CSS pixels): a chapter at phone width is far longer.
+MAX_SHOT_HEIGHT = 16000
+#: The widths ``main`` checks by default, desktop first; each one's window height is its usual screen's.
+WIDTHS = {WINDOW[0]: WINDOW, PHONE[0]: PHONE}
+#: An alt text that is a file name or a content hash (myst-nb's default alt is the image's path).
+FILE_NAME_ALT = re.compile(r"(^|[/\\])[\w.-]+\.(png|jpe?g|gif|svg|webp)$|_images/|^[0-9a-f]{16,}$", re.I)
+#: A numbered caption: "Fig. 4.2" on a chapter, "Fig. 1" on an unnumbered page.
+FIGURE_NUMBER = re.compile(r"^Fig\.\s*\d+(\.\d+)*\b")
+#: Scripts that only serve Jupyter widgets, which the book does not render (it reads offline).
+WIDGET_SCRIPT = re.compile(r"require(\.min)?\.js|embed-amd|html-manager|@jupyter-widgets", re.I)
 
 
 def find_chromium() -> str | None:
@@ -130,8 +153,9 @@ class Chromium:
             width=window[0],
             height=window[1],
             deviceScaleFactor=1,
-            mobile=False,
+            mobile=window[0] < 600,  # a phone: the page's viewport meta tag applies, as on a real phone
         )
+        self.width = window[0]
         # Refuse every request not for the local site: the check must never use the network.
         self.send("Fetch.enable", session=True, patterns=[{"urlPattern": "*"}])
 
@@ -229,6 +253,7 @@ class Site:
 @dataclass
 class PageReport:
     path: str
+    width: int = WINDOW[0]
     problems: list[str] = field(default_factory=list)
     images: int = 0
     output_figures: int = 0
@@ -245,7 +270,11 @@ class Report:
 
     @property
     def problems(self) -> list[str]:
-        return [f"{p.path}: {problem}" for p in self.pages for problem in p.problems]
+        return [f"{_where(p)}: {problem}" for p in self.pages for problem in p.problems]
+
+
+def _where(page: PageReport) -> str:
+    return page.path if page.width == WINDOW[0] else f"{page.path} at {page.width} px"
 
 
 # Runs in the page once it has loaded: what the reader's browser has, as plain JSON.
@@ -258,7 +287,101 @@ PAGE_FACTS_JS = r"""
       .map(e => e.textContent).filter(t => /^\s*<Figure size [^>]*>\s*$/m.test(t));
   const ids = [...document.querySelectorAll('[id]')].map(e => e.id)
       .concat([...document.querySelectorAll('a[name]')].map(a => a.name));
-  return JSON.stringify({imgs, links, figureText, ids, href: location.href});
+  const heading = e => {  // the title of the section an element is in, to say where it is
+    const h = e.closest('section')?.querySelector('h1, h2, h3, h4');
+    return h ? h.textContent.replace(/[#¶]\s*$/, '').trim().slice(0, 70) : '';
+  };
+  // every picture in the page's content (images, 3-D figures) and the numbered caption around it
+  const article = document.querySelector('.bd-article');
+  const figures = article ? [...article.querySelectorAll('img, .js-plotly-plot')].map(e => {
+    const fig = e.closest('figure');
+    const caption = fig && fig.querySelector(':scope > figcaption');
+    return {kind: e.tagName === 'IMG' ? 'image' : '3-D figure', section: heading(e),
+            number: caption?.querySelector('.caption-number')?.textContent.trim() || '',
+            caption: caption?.querySelector('.caption-text')?.textContent.trim() || ''};
+  }) : [];
+  const alts = [...document.images].map(i => ({alt: i.getAttribute('alt'), section: heading(i),
+      src: (i.getAttribute('src') || '').slice(0, 80)}));
+  const scripts = [...document.scripts].map(s => s.src).filter(Boolean);
+  const widgetState = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-state+json"]')]
+      .map(s => s.textContent.length);
+  return JSON.stringify({imgs, links, figureText, ids, href: location.href, figures, alts, scripts, widgetState});
+})()
+"""
+
+# Elements that stick out past the right edge of the screen. An element inside a block that scrolls
+# horizontally (a code cell, an output, a table's scroll container) is fine when that block itself fits.
+# A block that clips instead (overflow: hidden, as the theme's admonitions do) cuts its content off:
+# in the page's content that is a problem too, reported as cut off. html and body do not count, since
+# overflow there widens (or cuts) the page itself. Fixed elements entirely off screen are closed drawers
+# (the theme's sidebars on a phone); outside the content, the theme's own clipping is left alone.
+OVERFLOW_FACTS_JS = r"""
+(() => {
+  const W = document.documentElement.clientWidth;
+  const root = e => e === document.body || e === document.documentElement;
+  const container = e => {
+    for (let a = e.parentElement; a && !root(a); a = a.parentElement) {
+      const o = getComputedStyle(a).overflowX;
+      if (o !== 'visible') return {box: a, scrolls: o === 'auto' || o === 'scroll'};
+    }
+    return null;
+  };
+  const fixed = e => { for (let a = e; a && !root(a); a = a.parentElement) {
+      if (getComputedStyle(a).position === 'fixed') return true; } return false; };
+  const heading = e => {
+    const h = e.closest('section')?.querySelector('h1, h2, h3, h4');
+    return h ? h.textContent.replace(/[#¶]\s*$/, '').trim().slice(0, 70) : '';
+  };
+  // how far the element's own text reaches: a long line spills out of a block whose box fits
+  const textRight = e => {
+    let right = -Infinity;
+    for (const n of e.childNodes) {
+      if (n.nodeType !== Node.TEXT_NODE || !n.textContent.trim()) continue;
+      const range = document.createRange();
+      range.selectNodeContents(n);
+      right = Math.max(right, range.getBoundingClientRect().right);
+    }
+    return right;
+  };
+  // how far an element reaches: its box, and its text unless it scrolls that text itself
+  const reach = e => {
+    const r = e.getBoundingClientRect();
+    return getComputedStyle(e).overflowX === 'visible' ? Math.max(r.right, textRight(e)) : r.right;
+  };
+  const offenders = new Set(), cut = new Set();
+  for (const e of document.body.querySelectorAll('*')) {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0) continue;
+    const spills = r.right <= W + 1 && e.scrollWidth > e.clientWidth + 1 && reach(e) > W + 1;
+    if (r.right <= W + 1 && !spills) continue;
+    const style = getComputedStyle(e);
+    if (style.visibility === 'hidden' || style.display === 'none') continue;
+    if (e.closest('mjx-assistive-mml')) continue;  // MathJax's copy for screen readers, clipped to nothing
+    if (fixed(e) && r.left >= W - 1) continue;
+    const holder = container(e);
+    if (holder && holder.box.getBoundingClientRect().right <= W + 1) continue;  // scrolls, or clips (below)
+    offenders.add(e);
+  }
+  // content cut off by a block of the page's content that clips (overflow hidden) instead of scrolling
+  const article = document.querySelector('.bd-article');
+  for (const c of article ? article.querySelectorAll('*') : []) {
+    if (!['hidden', 'clip'].includes(getComputedStyle(c).overflowX)) continue;
+    const edge = c.getBoundingClientRect().right;
+    for (const e of c.querySelectorAll('*')) {
+      const r = e.getBoundingClientRect();
+      if (r.width === 0 || r.height === 0 || e.closest('mjx-assistive-mml') || container(e).box !== c) continue;
+      if (reach(e) > edge + 1 && getComputedStyle(e).visibility !== 'hidden') cut.add(e);
+    }
+  }
+  // name the outermost ones: the element that sticks out, not each of its children
+  const describe = found => [...found].filter(e => !found.has(e.parentElement)).slice(0, 8).map(e => {
+    const r = e.getBoundingClientRect();
+    const cls = [...e.classList].slice(0, 3).map(c => '.' + c).join('');
+    const right = reach(e);
+    return {element: e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + cls, right: Math.round(right),
+            text: (e.textContent || '').trim().replace(/\s+/g, ' ').slice(0, 50), section: heading(e)};
+  });
+  return JSON.stringify({width: W, offenders: describe(offenders), cut: describe(cut)});
 })()
 """
 
@@ -422,9 +545,15 @@ def _check_link(site_dir: Path, base: str, page: str, href: str, page_ids: set) 
 
 
 def check_page(
-    browser: Chromium, site: Site, site_dir: Path, page: str, settle: float = 0.5, screenshot: Path | None = None
+    browser: Chromium,
+    site: Site,
+    site_dir: Path,
+    page: str,
+    settle: float = 0.5,
+    screenshot: Path | None = None,
+    full_page: bool = False,
 ) -> PageReport:
-    report = PageReport(page)
+    report = PageReport(page, width=getattr(browser, "width", WINDOW[0]))
     while not browser.events.empty():  # drop events left over from the previous page
         browser.events.get_nowait()
     browser.blocked.clear()
@@ -501,6 +630,9 @@ def check_page(
             report.problems.append("chapter page shows no output figure")
         for text in facts["figureText"]:
             report.problems.append(f"figure printed as text instead of drawn: {text.strip()[:80]}")
+    _check_figures(report, facts)
+    _check_widgets(report, facts)
+    _check_overflow(browser, report)
     page_ids = set(facts["ids"])
     shown = unquote(urlsplit(facts["href"]).path)[len(urlsplit(site.base).path) :]  # after any redirect
     seen = set()
@@ -517,8 +649,10 @@ def check_page(
             report.problems.append(problem)
     if screenshot is not None:
         screenshot.parent.mkdir(parents=True, exist_ok=True)
-        _screenshot(browser, screenshot)
-        if report.output_figures:  # and one of the first figure, which the top of a chapter does not show
+        _screenshot(browser, screenshot, full_page)
+        if (
+            report.output_figures and not full_page
+        ):  # and one of the first figure, which the top of a chapter does not show
             browser.send(
                 "Runtime.evaluate",
                 session=True,
@@ -529,9 +663,92 @@ def check_page(
     return report
 
 
-def _screenshot(browser: Chromium, path: Path) -> None:
-    shot = browser.send("Page.captureScreenshot", session=True, format="png")
-    path.write_bytes(base64.b64decode(shot["data"]))
+def _in(section: str) -> str:
+    return f' (in "{section}")' if section else ""
+
+
+def _check_figures(report: PageReport, facts: dict) -> None:
+    """Every picture in the content is a numbered figure with a caption; every image has a real alt text."""
+    for i, fig in enumerate(facts["figures"], 1):
+        if not FIGURE_NUMBER.match(fig["number"]) or not fig["caption"]:
+            got = (
+                f"caption {fig['number'] or 'unnumbered'}: {fig['caption'][:40]!r}" if fig["caption"] else "no caption"
+            )
+            report.problems.append(
+                f"{fig['kind']} {i} is not a numbered figure with a caption ({got}){_in(fig['section'])}; "
+                "give its cell myst-nb's figure metadata (caption and name)"
+            )
+    for img in facts["alts"]:
+        alt = (img["alt"] or "").strip()
+        if not alt or FILE_NAME_ALT.search(alt):
+            has = f"a file name as alt text ({alt[:50]!r})" if alt else "no alt text"
+            report.problems.append(f"image {img['src'][:60]!r} has {has}{_in(img['section'])}; say what it shows")
+
+
+def _check_widgets(report: PageReport, facts: dict) -> None:
+    for src in facts["scripts"]:
+        if WIDGET_SCRIPT.search(src):
+            report.problems.append(f"loads a Jupyter widget script the book does not need: {src[:100]}")
+    for size in facts["widgetState"]:
+        report.problems.append(
+            f"embeds Jupyter widget state ({size / 1000:.0f} kB) that nothing renders: a widget was made when the "
+            "notebook ran (tqdm.auto's progress bar, an ipywidgets slider); myst-nb adds require.js for it"
+        )
+
+
+def _check_overflow(browser: Chromium, report: PageReport) -> None:
+    facts = json.loads(
+        browser.send("Runtime.evaluate", session=True, expression=OVERFLOW_FACTS_JS, returnByValue=True)["result"][
+            "value"
+        ]
+    )
+    for e in facts["cut"]:
+        report.problems.append(
+            f"cut off at {facts['width']} px: <{e['element']}> runs past the right edge of a block that clips "
+            f"instead of scrolling{_in(e['section'])}: {e['text']!r}"
+        )
+    for e in facts["offenders"]:
+        report.problems.append(
+            f"wider than the {facts['width']} px screen: <{e['element']}> reaches {e['right']} px"
+            f"{_in(e['section'])}: {e['text']!r}"
+        )
+
+
+def _screenshot(browser: Chromium, path: Path, full_page: bool = False) -> None:
+    if not full_page:
+        shot = browser.send("Page.captureScreenshot", session=True, format="png")
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return
+    # The whole page as a reader scrolls through it, one screen at a time, stitched (capped: chapters are
+    # long). Capturing beyond the viewport instead lays the page out for a screen as tall as the page.
+    import io
+
+    from PIL import Image
+
+    metrics = browser.send("Page.getLayoutMetrics", session=True)
+    screen = metrics["cssLayoutViewport"]["clientHeight"]
+    height = min(metrics["cssContentSize"]["height"], MAX_SHOT_HEIGHT)
+    sheet, header = None, 100  # past the first screen, leave out the top strip, where the theme's header sticks
+    for top in range(0, int(height), screen - header):
+        browser.send(
+            "Runtime.evaluate", session=True, expression=f"window.scrollTo({{top: {top}, behavior: 'instant'}})"
+        )
+        time.sleep(0.2)
+        y = browser.send("Runtime.evaluate", session=True, expression="window.scrollY", returnByValue=True)
+        y = int(y["result"]["value"])
+        data = browser.send("Page.captureScreenshot", session=True, format="png")["data"]
+        shot = Image.open(io.BytesIO(base64.b64decode(data)))
+        if sheet is None:
+            sheet = Image.new("RGB", (shot.width, int(height)), "white")
+        cut = 0 if top == 0 else header
+        sheet.paste(shot.crop((0, cut, shot.width, shot.height)), (0, y + cut))
+    sheet.save(path)
+    browser.send("Runtime.evaluate", session=True, expression="window.scrollTo({top: 0, behavior: 'instant'})")
+
+
+def shot_at(path: Path, width: int) -> Path:
+    """Where the screenshot ``path`` (named for the desktop width) goes at ``width``."""
+    return path if width == WINDOW[0] else path.with_name(f"{path.stem}-{width}px{path.suffix}")
 
 
 def check_site(
@@ -539,8 +756,14 @@ def check_site(
     chromium: str | None = None,
     screenshots: dict[str, Path] | None = None,
     pages: list[str] | None = None,
+    widths: tuple[int, ...] = (WINDOW[0],),
+    full_page: bool = False,
 ) -> Report:
-    """Check every page of ``site_dir``; ``screenshots`` maps page -> PNG path to save."""
+    """Check every page of ``site_dir`` at each of ``widths`` (CSS pixels).
+
+    ``screenshots`` maps page -> PNG path to save; at widths other than 1280 px the width goes into the
+    file name (``shot_at``). ``full_page`` makes them show the whole page instead of its top.
+    """
     site_dir = Path(site_dir).resolve()
     chromium = chromium or find_chromium()
     if chromium is None:
@@ -551,12 +774,14 @@ def check_site(
     site = Site(site_dir)
     reports, shots = [], []
     try:
-        with Chromium(chromium) as browser:
-            browser.allowed = site.base
-            for page in pages:
-                reports.append(check_page(browser, site, site_dir, page, screenshot=screenshots.get(page)))
-                if page in screenshots:
-                    shots.append(screenshots[page])
+        for width in widths:
+            with Chromium(chromium, window=WIDTHS.get(width, (width, WINDOW[1]))) as browser:
+                browser.allowed = site.base
+                for page in pages:
+                    shot = shot_at(screenshots[page], width) if page in screenshots else None
+                    reports.append(check_page(browser, site, site_dir, page, screenshot=shot, full_page=full_page))
+                    if shot is not None:
+                        shots.append(shot)
     finally:
         site.close()
     return Report(reports, shots)
@@ -568,17 +793,24 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("site", type=Path, help="the built HTML, e.g. _build/html")
     parser.add_argument("--screenshots", type=Path, help="folder for screenshots of every page")
+    parser.add_argument(
+        "--width",
+        default=",".join(str(w) for w in WIDTHS),
+        help="screen widths in CSS pixels to check (and take screenshots) at, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument("--full-page", action="store_true", help="screenshots of whole pages, not their top")
     args = parser.parse_args(argv)
+    widths = tuple(int(w) for w in args.width.split(","))
     pages = site_pages(args.site)
     shots = (
         {p: args.screenshots / (p.replace("/", "-").removesuffix(".html") + ".png") for p in pages}
         if args.screenshots
         else None
     )
-    report = check_site(args.site, screenshots=shots)
+    report = check_site(args.site, screenshots=shots, widths=widths, full_page=args.full_page)
     for page in report.pages:
         print(
-            f"{page.path}: {page.images} images ({page.output_figures} output figures), {page.math} maths, "
+            f"{_where(page)}: {page.images} images ({page.output_figures} output figures), {page.math} maths, "
             f"{len(page.webgl_figures)} 3-D figures, {len(page.blocked_requests)} external requests refused, "
             f"{len(page.problems)} problems"
         )

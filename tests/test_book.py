@@ -99,8 +99,9 @@ def glue_references():
     refs = []
     for page in sorted((ROOT / "book").glob("*.md")):
         text = page.read_text()
-        for key, doc in re.findall(r"```\{glue(?::\w+)?\}\s+(\S+)\s*\n:doc:\s*(\S+)", text):
-            refs.append((page.name, key, (page.parent / doc).resolve()))
+        for key, options in re.findall(r"```\{glue(?::\w+|-figure)?\}\s+(\S+)\s*\n((?::\w+:.*\n)+)", text):
+            for doc in re.findall(r"^:doc:\s*(\S+)", options, flags=re.M):
+                refs.append((page.name, key, (page.parent / doc).resolve()))
         for doc, key in re.findall(r"\{glue(?::\w+)?\}`([^`]+?\.ipynb)::([^`:]+)", text):
             refs.append((page.name, key, (page.parent / doc).resolve()))
     return refs
@@ -172,3 +173,210 @@ def test_benchmarks_page_shows_the_recorded_run():
     assert f"final {fast['final_psnr']:.2f} dB after {fast['total_s']:.1f} s" in log
     page = (ROOT / "book" / "benchmarks.md").read_text()
     assert "{include} data/ch5_bench.md" in page and "data/ch5_bench.log" in page
+
+
+def test_landing_figures_are_numbered_and_captioned():
+    """The landing page's pasted animations are figures with a name (so Sphinx numbers them) and a caption."""
+    text = (ROOT / "book" / "index.md").read_text()
+    assert "{glue:any}" not in text and "```{glue}" not in text, "paste figures with {glue-figure}, not {glue:any}"
+    figures = re.findall(r"```\{glue-figure\}\s+(\S+)\n((?::\w+:[^\n]*\n)+)\n(.+?)\n```", text, flags=re.S)
+    assert {key for key, _, _ in figures} == {book.RESULT_KEY, book.TARGETS_KEY}
+    for key, options, caption in figures:
+        assert re.search(r"^:name:\s*fig-\S+", options, flags=re.M), f"{key} has no :name:"
+        assert len(caption.split()) >= 8, f"{key}'s caption says too little: {caption!r}"
+
+
+def test_landing_psnr_names_its_views():
+    """The landing PSNR is on 20 of the 30 held-out views; the sentence that quotes it must say so."""
+    text = (ROOT / "book" / "index.md").read_text()
+    sentence = re.search(r"[^.]*\{glue:text\}`[^`]*" + re.escape(book.PSNR_KEY) + r"[^.]*\.", text).group(0)
+    assert "20 views" in sentence or "these 20" in sentence, sentence
+    assert "30" in text.split(book.PSNR_KEY, 1)[1].split("\n\n")[0], "say that elsewhere the PSNR is on 30 views"
+
+
+# --- words ------------------------------------------------------------------------------------------
+
+PAGES = sorted((ROOT / "book").glob("*.md"))
+
+
+def page_prose(path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_numbers import prose
+
+    return prose(path.read_text())
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.name)
+def test_pages_use_plain_words(path):
+    """Coined words are replaced ("twin", "rung"), "held-out" is spelled one way, and no internal shorthand."""
+    text = page_prose(path)
+    for word, instead in [
+        (r"\btwins?\b", "from-scratch version"),
+        (r"\brungs?\b", "step of the ladder"),
+        (r"\bheldout\b", "held-out (code names stay in code)"),
+        (r"\bthe seed\b", "the original tutorial, or the Colab transcript"),
+        (r"\bthe issue\b|\bmet\?", "words for readers"),
+    ]:
+        found = re.findall(r".{0,30}" + word + r".{0,30}", text, flags=re.I)
+        assert not found, f"{path.name}: {found} (write: {instead})"
+
+
+def test_glossary_defines_the_books_own_terms():
+    text = (ROOT / "book" / "glossary.md").read_text()
+    terms = {t.lower() for t in re.findall(r"^(\S.*)$", text.split("```{glossary}", 1)[1], flags=re.M)}
+    for term in ("original tutorial", "colab transcript", "ablation ladder", "held-out view"):
+        assert term in terms, f"the glossary should define {term!r}"
+
+
+# --- the repository, named once ---------------------------------------------------------------------
+
+
+def load_ext(name):
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    return __import__(name)
+
+
+def configured_repository():
+    import yaml
+
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+
+
+def test_clone_command_is_built_from_the_configured_url():
+    from types import SimpleNamespace
+
+    repository = load_ext("repository")
+    config = SimpleNamespace(html_theme_options={"repository_url": "https://github.com/someone/a-fork/"})
+    assert repository.clone_lines(repository.repository_url(config)) == [
+        "git clone https://github.com/someone/a-fork.git",
+        "cd a-fork",
+    ]
+    with pytest.raises(Exception, match=r"repository\.url"):
+        repository.repository_url(SimpleNamespace(html_theme_options={}))
+
+
+def test_the_repository_url_is_typed_only_in_the_config():
+    url = configured_repository()
+    assert url.startswith("https://github.com/")
+    how_to_run = (ROOT / "book" / "how_to_run.md").read_text()
+    assert "```{clone-command}" in how_to_run, "How to run should give the clone command ({clone-command})"
+    for page in PAGES:
+        text = page.read_text()
+        assert url.removeprefix("https://") not in text, f"{page.name} types the repository URL; use the config"
+        assert "git clone" not in text, f"{page.name} types a clone command; use {{clone-command}}"
+
+
+# --- no Jupyter widgets in the book ------------------------------------------------------------------
+
+
+def test_no_widget_progress_bars():
+    """tqdm.auto (and tqdm.notebook) draw a Jupyter widget when a notebook runs; its state lands in the book's
+    page and makes myst-nb add require.js and the widget manager. The text bar (``from tqdm import tqdm``) does not."""
+    sources = [*sorted((ROOT / "helpers").glob("*.py")), *CHAPTERS]
+    for path in sources:
+        text = path.read_text()
+        widget_bar = re.search(r"^\s*(from|import)\s+tqdm\.(auto|notebook|autonotebook)\b", text, flags=re.M)
+        assert not widget_bar, f"{path.name} imports a widget progress bar: {widget_bar.group(0).strip()}"
+
+
+# --- the recorded runs of the test command (status page, chapter boxes) ------------------------------
+
+DATA = ROOT / "book" / "data"
+
+
+def toc_notebooks():
+    return re.findall(r"^\s*- file:\s*notebooks/(\S+)", (ROOT / "_toc.yml").read_text(), flags=re.M)
+
+
+def recorded_runs():
+    return {
+        k: json.loads((DATA / f"run_{k}.json").read_text()) for k in ("cpu", "gpu") if (DATA / f"run_{k}.json").exists()
+    }
+
+
+def test_a_cpu_run_is_recorded():
+    assert "cpu" in recorded_runs(), "book/data/run_cpu.json is missing (tests/record_run.py writes it)"
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu"])
+def test_recorded_run_is_consistent(kind):
+    runs = recorded_runs()
+    if kind not in runs:
+        pytest.skip(f"no {kind.upper()} run recorded")
+    run = runs[kind]
+    assert run["device"] == ("cuda" if kind == "gpu" else "cpu")
+    for key in ("date", "hardware", "torch", "pytorch3d", "command"):
+        assert isinstance(run[key], str) and run[key].strip(), f"{key} is empty"
+    counts = [run["passed"], run["failed"], run["skipped"]]
+    assert all(isinstance(n, int) and n >= 0 for n in counts), counts
+    missing = [nb for nb in toc_notebooks() if not run["notebooks"].get(nb, 0) > 0]
+    assert not missing, f"the {kind} record has no time for {missing}: record a run of the whole test command"
+    # every notebook's cells are tests of the run, and the whole run took at least as long as its notebooks
+    assert sum(counts) > len(run["notebooks"]), counts
+    assert run["seconds"] >= sum(run["notebooks"].values()) - 1, (run["seconds"], run["notebooks"])
+    if kind == "gpu":
+        assert run["failed"] == 0, f"the recorded GPU run has {run['failed']} failures; fix them and record again"
+
+
+@pytest.mark.parametrize("with_gpu", [False, True])
+def test_status_table_shows_the_records_as_they_are(with_gpu):
+    run_record = load_ext("run_record")
+    cpu = {"date": "d", "hardware": "h", "torch": "t", "pytorch3d": "p", "command": "c", "seconds": 9.0}
+    records = {"cpu": {**cpu, "passed": 5, "failed": 2, "skipped": 1, "notebooks": {"01_a": 3.0, "02_b": 4.0}}}
+    if with_gpu:
+        records["gpu"] = {**cpu, "passed": 8, "failed": 0, "skipped": 0, "notebooks": {"01_a": 1.0}}
+    rows = {row[0]: row[1:] for row in run_record.record_rows(records)}
+    assert rows[""] == (["CPU", "GPU"] if with_gpu else ["CPU"])
+    assert rows["tests failed"] == (["2", "0"] if with_gpu else ["2"])
+    assert rows["tests passed"][0] == "5" and rows["Chapter 2 (02_b), seconds"][0] == "4.0"
+    if with_gpu:
+        assert rows["Chapter 2 (02_b), seconds"][1] == "not run"
+    notes = " ".join(run_record.record_notes(records))
+    assert "2 of its 8 tests failed" in notes
+    assert ("No GPU run is recorded yet" in notes) != with_gpu
+
+
+# --- tests/record_run.py on a small JUnit report -----------------------------------------------------
+
+JUNIT = """<?xml version="1.0" encoding="utf-8"?>
+<testsuites><testsuite name="pytest" errors="1" failures="1" skipped="1" tests="7" time="12.5"
+ timestamp="2026-01-02T03:04:05.000000+00:00" hostname="h">
+<testcase classname="tests.test_rays" name="test_one" time="0.5"/>
+<testcase classname="notebooks.01_dataset.ipynb" name="Cell 0" time="1.25"/>
+<testcase classname="notebooks.01_dataset.ipynb" name="Cell 1" time="2.0"><failure message="boom">x</failure></testcase>
+<testcase classname="notebooks.04_fitting.ipynb" name="Cell 0" time="4.0"/>
+<testcase classname="notebooks.04_fitting.ipynb" name="Cell 1" time="0.5"><error message="lost">y</error></testcase>
+<testcase classname="notebooks.04_fitting.ipynb" name="Cell 2" time="0.0"><skipped message="s"/></testcase>
+<testcase classname="tests.test_rays" name="test_two" time="0.25"/>
+</testsuite></testsuites>
+"""
+
+
+def test_record_run_reads_a_junit_report(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import record_run
+
+    (tmp_path / "run.xml").write_text(JUNIT)
+    record = record_run.read_junit(tmp_path / "run.xml")
+    assert (record["passed"], record["failed"], record["skipped"]) == (4, 2, 1)
+    assert record["notebooks"] == {"01_dataset": 3.2, "04_fitting": 4.5}  # rounded to 0.1 s
+    assert record["seconds"] == 12.5 and record["date"] == "2026-01-02 03:04 UTC"
+
+
+def test_record_run_writes_a_gpu_record(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import record_run
+
+    (tmp_path / "run.xml").write_text(JUNIT)
+    (tmp_path / "gpu_env.txt").write_text(
+        "NVIDIA H200, 143771 MiB, 580.82.07\ntorch 2.11.0+cu130 pytorch3d 0.7.9 on NVIDIA H200\n"
+    )
+    out = tmp_path / "run_gpu.json"
+    record_run.main([str(tmp_path / "run.xml"), "--gpu-env", str(tmp_path / "gpu_env.txt"), "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["device"] == "cuda" and record["hardware"] == "NVIDIA H200 (driver 580.82.07)"
+    assert (record["torch"], record["pytorch3d"], record["failed"]) == ("2.11.0+cu130", "0.7.9", 2)
+    # a report without notebook cells is not a run of the test command
+    (tmp_path / "unit.xml").write_text(re.sub(r"<testcase classname=\"notebooks[^\n]*\n", "", JUNIT))
+    with pytest.raises(SystemExit, match="no notebook cells"):
+        record_run.main([str(tmp_path / "unit.xml"), "--gpu-env", str(tmp_path / "gpu_env.txt"), "--out", str(out)])

@@ -48,7 +48,8 @@ def book_report(chromium):
         for page in chapters:  # and the chapter with the 3-D view (check_page adds a -3d.png of the view)
             if page.startswith("notebooks/06"):
                 shots[page] = ARTIFACTS / f"chapter-{Path(page).stem}.png"
-    return browser_check.check_site(SITE, chromium, screenshots=shots)
+    # at a desktop width and a phone's (the phone's screenshots get "-390px" in their names)
+    return browser_check.check_site(SITE, chromium, screenshots=shots, widths=tuple(browser_check.WIDTHS))
 
 
 def toc_files():
@@ -60,9 +61,10 @@ def test_every_page_renders_without_problems(book_report):
 
 
 def test_every_page_of_the_toc_was_opened(book_report):
-    opened = {p.path for p in book_report.pages}
-    missing = [f for f in toc_files() if f"{f}.html" not in opened]
-    assert not missing, f"pages in _toc.yml that the build did not produce: {missing}"
+    for width in browser_check.WIDTHS:
+        opened = {p.path for p in book_report.pages if p.width == width}
+        missing = [f for f in toc_files() if f"{f}.html" not in opened]
+        assert not missing, f"pages in _toc.yml not checked at {width} px: {missing}"
 
 
 def test_screenshots_were_saved(book_report):
@@ -101,6 +103,24 @@ def test_launch_buttons_open_the_same_notebooks_in_colab(book_report):
         assert (ROOT / page.path.removesuffix(".html")).with_suffix(".ipynb").is_file()
 
 
+def test_launch_buttons_only_on_notebook_pages(book_report):
+    # Colab opens notebooks; a Markdown page's button (status.md is a MyST-NB text page) leads nowhere
+    pages = [p for p in book_report.pages if not p.path.startswith("notebooks/")]
+    assert any(p.path == "book/status.html" for p in pages)
+    for page in pages:
+        launch = [link for link in page.external_links if "colab.research.google.com" in link or "mybinder" in link]
+        assert not launch, (page.path, launch)
+
+
+def test_how_to_run_clones_the_configured_repository(book_report):
+    import yaml
+
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
+    html = (SITE / "book" / "how_to_run.html").read_text()
+    text = re.sub(r"<[^>]+>", "", html)  # the highlighted code block, as a reader copies it
+    assert f"git clone {url}.git\ncd {url.rsplit('/', 1)[-1]}\nmake book" in text
+
+
 # --- the check itself must be able to fail ---------------------------------------------------------
 
 PNG_1x1 = bytes.fromhex(
@@ -113,7 +133,8 @@ def tiny_site(root: Path, img_src="img/dot.png", link="page.html#there", script=
     (root / "img").mkdir(parents=True)
     (root / "img" / "dot.png").write_bytes(PNG_1x1)
     (root / "index.html").write_text(
-        f"<!doctype html><html><body><h1 id='top'>Tiny</h1><img src='{img_src}' alt='dot'>"
+        "<!doctype html><html><head><meta name='viewport' content='width=device-width, initial-scale=1'></head>"
+        f"<body><h1 id='top'>Tiny</h1><img src='{img_src}' alt='dot'>"
         f"<a href='{link}'>next</a><a href='#top'>top</a>{body}{script}</body></html>"
     )
     (root / "page.html").write_text(
@@ -165,9 +186,11 @@ def test_check_catches_a_broken_image_in_a_built_page(tmp_path, chromium):
     rel = page.relative_to(site).as_posix()
     report = browser_check.check_site(site, chromium, pages=[rel])
     assert any("image did not load" in p and "broken-" in p for p in report.problems), report.problems
-    # and the untouched copy of the same page passes: the failure is the broken figure, nothing else
+    # and the untouched copy of the same page lacks exactly those: the failure is the broken figure, nothing else
     page.write_text(chapters[0].read_text())
-    assert browser_check.check_site(site, chromium, pages=[rel]).problems == []
+    clean = browser_check.check_site(site, chromium, pages=[rel]).problems
+    added = [p for p in report.problems if p not in clean]
+    assert added and all("broken-" in p or "404" in p for p in added), added
 
 
 def test_check_catches_a_request_to_another_host(tmp_path, chromium):
@@ -201,3 +224,74 @@ def test_check_passes_a_3d_view_that_drew(tmp_path, chromium):
 def test_check_catches_a_3d_view_that_drew_nothing(tmp_path, chromium):
     found = problems(tiny_site(tmp_path, body=WEBGL_PLOT.format(draw="")), chromium)
     assert any("3-D figure view drew nothing" in p for p in found), found
+
+
+def test_check_catches_widget_scripts_and_state(tmp_path, chromium):
+    site = tiny_site(
+        tmp_path,
+        script="<script src='require.min.js'></script><script type='application/vnd.jupyter.widget-state+json'>"
+        '{"state": {}}</script>',
+    )
+    (site / "require.min.js").write_text("window.requirejs = 1;")
+    found = problems(site, chromium)
+    assert any("widget script" in p and "require.min.js" in p for p in found), found
+    assert any("widget state" in p for p in found), found
+
+
+ARTICLE = "<article class='bd-article'><section><h2 id='s'>Results</h2>{}</section></article>"
+FIGURE = (
+    "<figure id='fig-a'><img src='img/dot.png' alt='A red dot on white.'>"
+    "<figcaption><p><span class='caption-number'>Fig. 2.1 </span><span class='caption-text'>A dot.</span></p>"
+    "</figcaption></figure>"
+)
+
+
+def test_check_passes_a_numbered_figure(tmp_path, chromium):
+    assert problems(tiny_site(tmp_path, body=ARTICLE.format(FIGURE)), chromium) == []
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("<img src='img/dot.png' alt='A red dot.'>", "image 1 is not a numbered figure with a caption (no caption)"),
+        (FIGURE.replace("Fig. 2.1 ", ""), "unnumbered"),
+        (FIGURE.replace("A red dot on white.", "../_images/0a6006eacde8a954c0a5.png"), "a file name as alt text"),
+        (FIGURE.replace("A red dot on white.", ""), "no alt text"),
+    ],
+    ids=["no figure", "no number", "file name alt", "empty alt"],
+)
+def test_check_catches_figures_without_caption_or_alt(tmp_path, chromium, body, expected):
+    found = problems(tiny_site(tmp_path, body=ARTICLE.format(body)), chromium)
+    assert any(expected in p and 'in "Results"' in p for p in found), found
+
+
+WIDE = "<section><h2 id='w'>Wide</h2><p>{}</p></section>"
+
+
+def test_check_catches_a_page_wider_than_a_phone(tmp_path, chromium):
+    site = tiny_site(tmp_path / "a", body=WIDE.format("<span style='display:inline-block;width:600px'>long</span>"))
+    assert problems(site, chromium) == []  # fits at 1280 px
+    found = browser_check.check_site(site, chromium, widths=(390,)).problems
+    assert any(
+        "at 390 px" in p and "wider than the 390 px screen" in p and "<span>" in p and 'in "Wide"' in p for p in found
+    ), found
+
+
+def test_check_allows_a_wide_line_inside_a_scrolling_block(tmp_path, chromium):
+    code = "<div style='overflow-x:auto'><pre>" + "x = 1; " * 60 + "</pre></div>"
+    site = tiny_site(tmp_path, body=WIDE.format(code))
+    assert browser_check.check_site(site, chromium, widths=(390,)).problems == []
+    # and without the scrolling block around it, the same line is a problem
+    site = tiny_site(tmp_path / "b", body=WIDE.format(code.replace("overflow-x:auto", "")))
+    assert any(
+        "wider than the 390 px screen" in p for p in browser_check.check_site(site, chromium, widths=(390,)).problems
+    )
+
+
+def test_check_catches_content_cut_off_by_a_clipping_block(tmp_path, chromium):
+    # the theme's admonitions clip (overflow: hidden): a long unbreakable word inside is cut off, not scrolled
+    word = "<code style='white-space:nowrap'>" + "fitting.FitSettings.for_device" * 6 + "</code>"
+    box = f"<div style='overflow:hidden;border:1px solid'><p>{word}</p></div>"
+    site = tiny_site(tmp_path, body=ARTICLE.format(box))
+    found = browser_check.check_site(site, chromium, widths=(390,)).problems
+    assert any("cut off at 390 px" in p and "<code>" in p and 'in "Results"' in p for p in found), found

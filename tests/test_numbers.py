@@ -50,9 +50,22 @@ SETTINGS: dict[str, dict[str, str]] = {
 }
 
 
+#: Fenced directives whose body is code, data or generated, not prose a reader reads as typed.
+NOT_PROSE = {"code", "code-block", "code-cell", "sourcecode", "literalinclude", "include", "math", "raw"}
+FENCE = re.compile(r"^(?P<fence>```+|~~~+)(?P<info>.*?)\n(?P<body>.*?)^(?P=fence)[ \t]*$", re.S | re.M)
+
+
+def _fenced(m: re.Match) -> str:
+    """A fenced block's prose: a directive's body (glossary, admonition, figure caption) without its options."""
+    directive = re.match(r"\s*\{([\w:-]+)\}", m["info"])
+    if directive is None or directive[1] in NOT_PROSE:
+        return " "  # code
+    return FENCE.sub(_fenced, re.sub(r"^:[\w-]+:.*$", " ", m["body"], flags=re.M))
+
+
 def prose(markdown: str) -> str:
-    """The text a reader reads as sentences: fenced code, maths, inline code and roles removed."""
-    text = re.sub(r"^(```|~~~).*?^\1", " ", markdown, flags=re.S | re.M)
+    """The text a reader reads as sentences: code, maths, inline code and roles removed (directives' text kept)."""
+    text = FENCE.sub(_fenced, markdown)
     text = re.sub(r"\$\$.*?\$\$", " ", text, flags=re.S)
     text = re.sub(r"\$[^$\n]+\$", " ", text)
     text = re.sub(r"\{[\w:-]+\}`[^`]*`", " ", text)  # {glue:text}`key:.1f`, {numref}`fig-x`, ...
@@ -119,6 +132,8 @@ def test_every_page_has_an_entry():
         "The landing page shows a PSNR of 30.1 on these views.",
         "The IoU is 0.973.",
         "The blur band is about 2 px wide.",
+        "```{glossary}\nPSNR\n  It ends at 25.96 dB.\n```",
+        "```{admonition} Before you start\n:class: note\n- **Run time:** about 2 minutes\n```",
     ],
 )
 def test_the_scan_finds_typed_measurements(text):
@@ -131,6 +146,8 @@ def test_the_scan_finds_typed_measurements(text):
         "The fit reached {glue:text}`ch4-psnr:.2f` dB on the 30 held-out views.",
         "Images are 128×128 pixels, and the grid is $128^3$ with `lr=0.1`.",
         "```python\nprint(f'{psnr:.2f} dB after 4.6 s')\n```",
+        "```{code-cell} ipython3\nprint(f'{psnr:.2f} dB after 4.6 s')\n```",
+        "````{note}\nA note.\n```python\nx = 25.96  # dB\n```\n````",
         "Chapter 4 uses 1,024 rays per image and 10 views per step.",
     ],
 )

@@ -10,6 +10,13 @@ build's ``_static/`` folder; no page loads a script from another host.
 - **plotly.js** from ``plotly`` (``package_data/plotly.min.js``) goes to
   ``_static/plotly.min.js``, and is added to the pages that hold a plotly figure (a
   ``plotly-graph-div``; Chapter 6 renders its figures with ``include_plotlyjs=False``).
+
+No Jupyter widgets: their scripts (require.js, the widget manager) would come from a CDN, so
+``nb_ipywidgets_js`` in ``_config.yml`` is empty and the book shows no live widget. The chapters'
+``interact`` sliders (Chapters 2 and 6) are for readers running the notebooks; when the book
+executes them, their state is saved in the notebook and myst-nb would embed it in the page
+(120 kB for Chapter 2) for nothing to render, so it is dropped here. Progress bars are text
+(``from tqdm import tqdm``), never widgets.
 """
 
 from __future__ import annotations
@@ -78,6 +85,17 @@ def add_plotly_where_needed(app, pagename, templatename, context, doctree):
         app.add_js_file(PLOTLY_JS)  # called in html-page-context: this page only, in <head>, before the figure
 
 
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def drop_widget_state(app, pagename, templatename, context, doctree):
+    scripts = context.get("script_files")
+    if scripts:
+        context["script_files"] = [
+            s for s in scripts if (getattr(s, "attributes", None) or {}).get("type") != WIDGET_STATE
+        ]
+
+
 def copy_assets(app, exc):
     if app.builder.format != "html":
         return
@@ -90,5 +108,6 @@ def copy_assets(app, exc):
 def setup(app):
     app.connect("config-inited", use_local_mathjax)
     app.connect("html-page-context", add_plotly_where_needed)
+    app.connect("html-page-context", drop_widget_state, priority=900)  # after myst-nb has added the page's scripts
     app.connect("build-finished", copy_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -56,8 +56,57 @@ def runtime_role(name, rawtext, text, lineno, inliner, options=None, content=Non
         return [inliner.problematic(rawtext, rawtext, msg)], [msg]
 
 
+LABELS = {"cpu": "CPU", "gpu": "GPU"}
+
+
+def chapter_label(stem: str) -> str:
+    """``04_fitting`` -> ``Chapter 4 (04_fitting)``."""
+    number = stem.split("_", 1)[0]
+    return f"Chapter {int(number)} ({stem})" if number.isdigit() else stem
+
+
+def record_rows(records: dict[str, dict]) -> list[list[str]]:
+    """The table of the records (first row: the header), one column per record, CPU first."""
+    runs = list(records.values())
+    chapters = sorted({c for r in runs for c in r["notebooks"]})
+
+    def seconds(r, chapter):
+        return f"{r['notebooks'][chapter]:.1f}" if chapter in r["notebooks"] else "not run"
+
+    return [
+        ["", *[LABELS.get(k, k) for k in records]],
+        ["recorded", *[r["date"] for r in runs]],
+        ["hardware", *[r["hardware"] for r in runs]],
+        ["torch, PyTorch3D", *[f"{r['torch']}, {r['pytorch3d']}" for r in runs]],
+        ["command", *[r["command"] for r in runs]],
+        ["tests passed", *[str(r["passed"]) for r in runs]],
+        ["tests failed", *[str(r["failed"]) for r in runs]],
+        ["tests skipped", *[str(r["skipped"]) for r in runs]],
+        ["whole run (seconds)", *[f"{r['seconds']:.0f}" for r in runs]],
+        *[[f"{chapter_label(c)}, seconds", *[seconds(r, c) for r in runs]] for c in chapters],
+    ]
+
+
+def record_notes(records: dict[str, dict]) -> list[str]:
+    """Sentences under the table: what is missing, and what failed (`code` in backticks)."""
+    notes = []
+    for key, r in records.items():
+        if r["failed"]:
+            notes.append(
+                f"In the recorded {LABELS.get(key, key)} run, {r['failed']} of its "
+                f"{r['passed'] + r['failed'] + r['skipped']} tests failed."
+            )
+    if "gpu" not in records:
+        notes.append(
+            "No GPU run is recorded yet, so this page cannot say how the tests and the chapters fare "
+            "on a GPU. A GPU column appears in this table once `tests/record_run.py` has written "
+            "`book/data/run_gpu.json` from a real run of the test command on a GPU."
+        )
+    return notes
+
+
 class RunRecords(Directive):
-    """A table of the recorded runs: date, hardware, versions, outcome and seconds per chapter."""
+    """A table of the recorded runs (date, hardware, versions, outcome, seconds per chapter), then notes."""
 
     def run(self):
         env = self.state.document.settings.env
@@ -66,23 +115,7 @@ class RunRecords(Directive):
         records = load_records()
         if "cpu" not in records:
             return [self.state_machine.reporter.error("book/data/run_cpu.json is missing", line=self.lineno)]
-        chapters = sorted({c for r in records.values() for c in r["notebooks"]})
-        head = ["", *[("CPU" if k == "cpu" else "GPU") for k in records]]
-        rows = [
-            ["recorded", *[r["date"] for r in records.values()]],
-            ["hardware", *[r["hardware"] for r in records.values()]],
-            ["torch, PyTorch3D", *[f"{r['torch']}, {r['pytorch3d']}" for r in records.values()]],
-            ["command", *[r["command"] for r in records.values()]],
-            [
-                "passed / failed / skipped",
-                *[f"{r['passed']} / {r['failed']} / {r['skipped']}" for r in records.values()],
-            ],
-            ["whole run (s)", *[f"{r['seconds']:.0f}" for r in records.values()]],
-            *[
-                [f"{c}.ipynb (s)", *[f"{r['notebooks'].get(c, float('nan')):.1f}" for r in records.values()]]
-                for c in chapters
-            ],
-        ]
+        head, *rows = record_rows(records)
         table = nodes.table(classes=["run-records"])
         group = nodes.tgroup(cols=len(head))
         table += group
@@ -92,12 +125,23 @@ class RunRecords(Directive):
         group += tbody
         for parent, cells in [(thead, head), *[(tbody, r) for r in rows]]:
             row = nodes.row()
-            for cell in cells:
+            for i, cell in enumerate(cells):
                 entry = nodes.entry()
-                entry += nodes.paragraph(text=str(cell))
+                text = str(cell)
+                is_code = parent is tbody and cells[0] == "command" and i > 0
+                entry += nodes.paragraph("", "", nodes.literal(text, text) if is_code else nodes.Text(text))
                 row += entry
             parent += row
-        return [table]
+        return [table, *[paragraph_with_code(note) for note in record_notes(records)]]
+
+
+def paragraph_with_code(text: str) -> nodes.paragraph:
+    """A paragraph of ``text`` whose `backticked` parts are code (as literal text: no smart dashes)."""
+    para = nodes.paragraph()
+    for i, part in enumerate(text.split("`")):
+        if part:
+            para += nodes.literal(part, part) if i % 2 else nodes.Text(part)
+    return para
 
 
 def setup(app):
