@@ -109,9 +109,9 @@ def translations(page: str) -> dict[str, str]:
 
 # What may stand before a message on its line: indentation, quote marks, a heading's hashes, a list
 # marker, a directive's opening fence ("Before you start" in ":::{admonition} Before you start"), or
-# a table cell's bar; after it, only the end of the line or the next table bar.
-_BEFORE = r"(^[ \t>]*(?:#{1,6}[ \t]+|[-*+][ \t]+|\d+\.[ \t]+|(?::::+|```+)\{[\w:-]+\}[ \t]+)?|\|[ \t]*)"
-_AFTER = r"(?=[ \t]*(?:\||$))"
+# a table cell's bar, or the $$ of display maths; after it, the end of the line, a bar or $$.
+_BEFORE = r"(^[ \t>]*(?:#{1,6}[ \t]+|[-*+][ \t]+|\d+\.[ \t]+|(?::::+|```+)\{[\w:-]+\}[ \t]+|\$\$[ \t]*)?|\|[ \t]*)"
+_AFTER = r"(?=[ \t]*(?:\||\$\$|$))"
 
 
 def _block_pattern(message: str) -> re.Pattern:
@@ -162,7 +162,14 @@ def write_notebooks() -> None:
 
 def html() -> None:
     """Build the zh-TW edition into ``_build/html/zh-tw`` with warnings as errors."""
-    overrides = {"language": LANGUAGE, "locale_dirs": [str(LOCALES)]}
+    import yaml
+
+    title = yaml.safe_load((ROOT / "_config.yml").read_text())["title"]
+    overrides = {
+        "language": LANGUAGE,
+        "locale_dirs": [str(LOCALES)],
+        "html_title": translations("book/index").get(title, title),  # the landing page's heading
+    }
     _build("html", BUILD / "html" / SITE_DIR, BUILD / ".doctrees-zh_TW", overrides, strict=True)
 
 
