@@ -10,7 +10,7 @@ ifneq ($(wildcard ../shared/data/cow_mesh/cow.obj),)
 export COW_MESH_DIR ?= $(abspath ../shared/data/cow_mesh)
 endif
 
-.PHONY: env book test clean
+.PHONY: env book test clean catalogs
 env: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
@@ -19,8 +19,16 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
+# The English edition, then the zh-TW one into _build/html/zh-tw from locales/ (no notebook runs twice).
 book: env
 	$(BIN)/jupyter-book build . -W -n --keep-going
+	$(BIN)/python book/_ext/translations.py html
+
+# After changing English text (and building the book): refresh locales/zh_TW, translate what is new
+# or fuzzy there, then regenerate the translated notebooks Colab opens.
+catalogs: env
+	$(BIN)/python book/_ext/translations.py update
+	$(BIN)/python book/_ext/translations.py notebooks
 
 test: env
 	$(BIN)/python -m pytest --nbval
