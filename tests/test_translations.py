@@ -21,13 +21,8 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 @pytest.fixture(scope="module")
 def pot_dir(tmp_path_factory):
-    """Message templates of the current English sources (notebooks not executed: captions come from metadata)."""
-    out = tmp_path_factory.mktemp("gettext")
-    translations._build(
-        "gettext", out, out / ".doctrees", {"nb_execution_mode": "off", "nb_execution_cache_path": str(out / "cache")},
-        strict=False,
-    )
-    return out
+    """Message templates of the current English sources (nothing executed; captions from metadata)."""
+    return translations.extract(tmp_path_factory.mktemp("gettext"))
 
 
 def read_catalog(path):
@@ -38,15 +33,8 @@ def read_catalog(path):
 
 
 def required_messages(pot_dir) -> dict[str, set[str]]:
-    """``{page: messages}``: what the templates hold plus every figure caption in the notebooks' metadata."""
-    pages = {page: {m.id for m in read_catalog(pot) if m.id} for page, pot in translations.templates(pot_dir).items()}
-    for path in NOTEBOOKS:
-        page = path.relative_to(ROOT).with_suffix("").as_posix()
-        for cell in json.loads(path.read_text())["cells"]:
-            caption = cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption")
-            if caption:
-                pages.setdefault(page, set()).add(" ".join(caption.split()))
-    return pages
+    """``{page: messages}``: every message of every page's template."""
+    return {page: {m.id for m in read_catalog(pot) if m.id} for page, pot in translations.templates(pot_dir).items()}
 
 
 def test_every_message_is_translated_and_none_is_fuzzy(pot_dir):
@@ -106,12 +94,40 @@ def test_translations_keep_the_markup(path):
 
 # Simplified characters and mainland usage that a Taiwanese reader would notice.
 NOT_TAIWAN = {
-    "这": "這", "们": "們", "个": "個", "为": "為", "数据": "資料", "软件": "軟體", "视频": "影片",
-    "图像": "影像", "图片": "圖片", "优化": "最佳化", "默认": "預設", "信息": "資訊", "网络": "網路",
-    "數據": "資料", "默認": "預設", "優化": "最佳化", "信息": "資訊", "網絡": "網路", "軟件": "軟體",
-    "硬件": "硬體", "視頻": "影片", "圖像": "影像", "質量": "品質", "內存": "記憶體", "程序": "程式",
-    "代碼": "程式碼", "文件夾": "資料夾", "迭代次數": "迭代次數", "像素點": "像素", "渲染器": "渲染器",
-    "分辨率": "解析度", "采样": "取樣", "采樣": "取樣", "顯卡": "GPU",
+    "这": "這",
+    "们": "們",
+    "个": "個",
+    "为": "為",
+    "数据": "資料",
+    "软件": "軟體",
+    "视频": "影片",
+    "图像": "影像",
+    "图片": "圖片",
+    "优化": "最佳化",
+    "默认": "預設",
+    "信息": "資訊",
+    "网络": "網路",
+    "數據": "資料",
+    "默認": "預設",
+    "優化": "最佳化",
+    "信息": "資訊",
+    "網絡": "網路",
+    "軟件": "軟體",
+    "硬件": "硬體",
+    "視頻": "影片",
+    "圖像": "影像",
+    "質量": "品質",
+    "內存": "記憶體",
+    "程序": "程式",
+    "代碼": "程式碼",
+    "文件夾": "資料夾",
+    "迭代次數": "迭代次數",
+    "像素點": "像素",
+    "渲染器": "渲染器",
+    "分辨率": "解析度",
+    "采样": "取樣",
+    "采樣": "取樣",
+    "顯卡": "GPU",
 }
 NOT_TAIWAN = {k: v for k, v in NOT_TAIWAN.items() if k != v}
 
@@ -167,5 +183,7 @@ def test_the_generator_replaces_whole_blocks_only():
     table = {"Fitting the grid": "擬合網格", "the grid": "網格"}
     text, used = translations.translate_markdown("# Fitting the grid\n\nWe fit\nthe grid.\n", table)
     assert text == "# 擬合網格\n\nWe fit\nthe grid.\n" and used == {"Fitting the grid"}
-    text, _ = translations.translate_markdown("- We fit\n  the grid by descent\n", {"We fit the grid by descent": "下降"})
+    text, _ = translations.translate_markdown(
+        "- We fit\n  the grid by descent\n", {"We fit the grid by descent": "下降"}
+    )
     assert text == "- 下降\n"

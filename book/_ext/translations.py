@@ -60,9 +60,32 @@ def _build(builder: str, outdir: Path, doctrees: Path, overrides: dict, strict: 
         raise SystemExit(f"the {builder} build of the {LANGUAGE} edition failed ({result})")
 
 
+def figure_captions(path: Path) -> list[str]:
+    """The figure captions in a notebook's cell metadata, as gettext sees them (lines joined by spaces)."""
+    cells = json.loads(path.read_text())["cells"]
+    captions = (c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("caption") for c in cells)
+    return [" ".join(c.split()) for c in captions if c]
+
+
 def extract(outdir: Path = POT_DIR) -> Path:
-    """Write the message templates (``.pot``), one per page, into ``outdir``."""
-    _build("gettext", outdir, BUILD / ".doctrees-gettext", {}, strict=False)
+    """Write the message templates (``.pot``), one per page, into ``outdir``.
+
+    Nothing is executed: myst-nb makes a figure (and so its caption) only around an executed
+    output, so the captions are read from the notebooks' cell metadata and added here.
+    """
+    from babel.messages.pofile import read_po, write_po
+
+    overrides = {"nb_execution_mode": "off", "nb_execution_cache_path": str(outdir / ".cache")}
+    _build("gettext", outdir, outdir / ".doctrees", overrides, strict=False)
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        pot = outdir / "notebooks" / f"{path.stem}.pot"
+        with pot.open("rb") as f:
+            template = read_po(f)
+        for caption in figure_captions(path):
+            if caption not in template:
+                template.add(caption)
+        with pot.open("wb") as f:
+            write_po(f, template, width=0, no_location=True)
     return outdir
 
 
