@@ -56,9 +56,25 @@ def gif_html(gif: bytes, alt: str):
     return HTML(f'<img src="{src}" alt="{alt}" style="max-width: 100%; image-rendering: auto;">')
 
 
+class _Plain:
+    """A string whose plain-text form has no quotes, so ``{glue:text}`` pastes the words alone."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
 def glue(key: str, value, display: bool = True) -> None:
-    """Store ``value`` under ``key`` for the book's pages (myst-nb) and show it if ``display``. Defined in §1.4."""
+    """Store ``value`` under ``key`` for the book's pages (myst-nb) and show it if ``display``. Defined in §1.4.
+
+    A string is pasted as its words, without the quotes of its ``repr``.
+    """
     from IPython.display import display as show
+
+    if isinstance(value, str):
+        value = _Plain(value)
 
     try:
         from myst_nb import glue as myst_glue

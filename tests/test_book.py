@@ -87,8 +87,28 @@ def test_glue_displays_without_myst_nb(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_myst_nb)
+    book.glue("key", 0.25)
     book.glue("key", "value")
-    assert shown == ["value"]
+    assert shown[0] == 0.25 and repr(shown[1]) == "value"
+
+
+def test_glued_text_is_pasted_without_quotes():
+    from IPython.core.formatters import PlainTextFormatter
+
+    captured = {}
+    import myst_nb
+
+    def fake_glue(key, value, display=True):
+        captured[key] = PlainTextFormatter()(value)
+
+    original = myst_nb.glue
+    myst_nb.glue = fake_glue
+    try:
+        book.glue("words", "iteration 60, after 95 s", display=False)
+        book.glue("number", 29.19, display=False)
+    finally:
+        myst_nb.glue = original
+    assert captured == {"words": "iteration 60, after 95 s", "number": "29.19"}
 
 
 # --- pages that paste from chapters ----------------------------------------------------------------
