@@ -352,7 +352,7 @@ def test_status_table_shows_the_records_as_they_are(with_gpu):
     if with_gpu:
         assert rows["Chapter 2 (02_b), seconds"][1] == "not run"
     notes = " ".join(run_record.record_notes(records))
-    assert "2 of its 8 tests failed" in notes
+    assert "Some tests failed in the recorded CPU run: the table gives the count." in notes
     assert ("No GPU run is recorded yet" in notes) != with_gpu
 
 
@@ -400,3 +400,16 @@ def test_record_run_writes_a_gpu_record(tmp_path):
     (tmp_path / "unit.xml").write_text(re.sub(r"<testcase classname=\"notebooks[^\n]*\n", "", JUNIT))
     with pytest.raises(SystemExit, match="no notebook cells"):
         record_run.main([str(tmp_path / "unit.xml"), "--gpu-env", str(tmp_path / "gpu_env.txt"), "--out", str(out)])
+
+
+def test_runtime_box_speaks_each_editions_language():
+    run_record = load_ext("run_record")
+    cpu = {"date": "2026-11-26 10:00 UTC", "hardware": "2 CPU cores (X)", "notebooks": {"01_a": 45.0, "02_b": 150.0}}
+    english = run_record.runtime_text("02_b", {"cpu": cpu})
+    chinese = run_record.runtime_text("01_a", {"cpu": cpu}, "zh_TW")
+    assert (
+        english == "about 2 min on 2 CPU cores (X) (recorded 2026-11-26); no GPU run recorded yet (see the status page)"
+    )
+    assert chinese.startswith("在 2 CPU cores (X) 上約 45 秒") and "GPU" in chinese and "recorded" not in chinese
+    with pytest.raises(KeyError, match="03_c"):
+        run_record.runtime_text("03_c", {"cpu": cpu})

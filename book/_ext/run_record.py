@@ -23,26 +23,43 @@ def load_records() -> dict[str, dict]:
     return {k: json.loads((DATA / f).read_text()) for k, f in RECORDS.items() if (DATA / f).exists()}
 
 
-def duration(seconds: float) -> str:
+# The role's words in each edition (the zh-TW edition is built with language "zh_TW").
+WORDS = {
+    "en": {
+        "under": "under 10 s", "s": "about {:.0f} s", "min": "about {:.0f} min",
+        "run": "{time} on {hardware} (recorded {date})", "gpu_run": "{time} on an {hardware} (recorded {date})",
+        "no_gpu": "no GPU run recorded yet (see the status page)", "join": "; ",
+    },
+    "zh_TW": {
+        "under": "不到 10 秒", "s": "約 {:.0f} 秒", "min": "約 {:.0f} 分鐘",
+        "run": "在 {hardware} 上{time}（{date} 紀錄）", "gpu_run": "在 {hardware} 上{time}（{date} 紀錄）",
+        "no_gpu": "尚無 GPU 執行紀錄（見建置狀態頁）", "join": "；",
+    },
+}  # fmt: skip
+
+
+def duration(seconds: float, words: dict) -> str:
     if seconds < 10:
-        return "under 10 s"
+        return words["under"]
     if seconds < 90:
-        return f"about {seconds:.0f} s"
-    return f"about {seconds / 60:.0f} min"
+        return words["s"].format(seconds)
+    return words["min"].format(seconds / 60)
 
 
-def runtime_text(chapter: str, records: dict[str, dict]) -> str:
-    parts = []
+def runtime_text(chapter: str, records: dict[str, dict], language: str | None = "en") -> str:
+    words = WORDS.get(language or "en", WORDS["en"])
     cpu = records.get("cpu")
     if cpu is None or chapter not in cpu["notebooks"]:
         raise KeyError(f"no recorded CPU run of {chapter} in book/data/run_cpu.json (see tests/record_run.py)")
-    parts.append(f"{duration(cpu['notebooks'][chapter])} on {cpu['hardware']} (recorded {cpu['date'][:10]})")
+    parts = [words["run"].format(time=duration(cpu["notebooks"][chapter], words), hardware=cpu["hardware"],
+                                 date=cpu["date"][:10])]  # fmt: skip
     gpu = records.get("gpu")
     if gpu and chapter in gpu["notebooks"]:
-        parts.append(f"{duration(gpu['notebooks'][chapter])} on an {gpu['hardware']} (recorded {gpu['date'][:10]})")
+        parts.append(words["gpu_run"].format(time=duration(gpu["notebooks"][chapter], words),
+                                             hardware=gpu["hardware"], date=gpu["date"][:10]))  # fmt: skip
     else:
-        parts.append("no GPU run recorded yet (see the status page)")
-    return "; ".join(parts)
+        parts.append(words["no_gpu"])
+    return words["join"].join(parts)
 
 
 def runtime_role(name, rawtext, text, lineno, inliner, options=None, content=None):
@@ -50,7 +67,7 @@ def runtime_role(name, rawtext, text, lineno, inliner, options=None, content=Non
     for f in RECORDS.values():  # a new record rebuilds the pages that quote it
         env.note_dependency(str(DATA / f))
     try:
-        return [nodes.Text(runtime_text(text.strip(), load_records()))], []
+        return [nodes.Text(runtime_text(text.strip(), load_records(), env.config.language))], []
     except KeyError as err:
         msg = inliner.reporter.error(str(err), line=lineno)
         return [inliner.problematic(rawtext, rawtext, msg)], [msg]
@@ -92,10 +109,8 @@ def record_notes(records: dict[str, dict]) -> list[str]:
     notes = []
     for key, r in records.items():
         if r["failed"]:
-            notes.append(
-                f"In the recorded {LABELS.get(key, key)} run, {r['failed']} of its "
-                f"{r['passed'] + r['failed'] + r['skipped']} tests failed."
-            )
+            # no counts in the sentence (the table has them), so its translation stays valid
+            notes.append(f"Some tests failed in the recorded {LABELS.get(key, key)} run: the table gives the count.")
     if "gpu" not in records:
         notes.append(
             "No GPU run is recorded yet, so this page cannot say how the tests and the chapters fare "

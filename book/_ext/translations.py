@@ -107,6 +107,8 @@ def update(pot_dir: Path = POT_DIR) -> None:
                 catalog = read_po(f, locale=LANGUAGE)
             catalog.update(template, update_header_comment=False)
             catalog.obsolete.clear()
+            for message in catalog:  # babel reads an old "#| msgid" back as a comment "| msgid": drop it
+                message.user_comments = [c for c in message.user_comments if not c.startswith("|")]
         else:
             catalog = copy.deepcopy(template)
             catalog.locale = LANGUAGE
