@@ -115,15 +115,15 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
 
 
 def glue(**values) -> None:
-    """Store numbers for the prose as ``ch6-<name>`` (``book.glue``, not displayed) and print them. Defined in §6.1.
+    """Store numbers for the prose as ``ch6-<name>`` (``book.glue``, not displayed). Defined in §6.1.
 
     Every number the text quotes comes from here, so the prose matches the run that built the page.
+    Nothing is printed: the cells print what a reader should see, and the page shows the rest in its prose.
     """
     from .book import glue as book_glue
 
     for key, value in values.items():
         book_glue(f"ch6-{key.replace('_', '-')}", value, display=False)
-    print("  ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in values.items()))
 
 
 # ----------------------------------------------------------------------------- checks on inputs
