@@ -47,7 +47,8 @@ def grids(model, sample_step: float | None = None):
     if isinstance(model, fitting.VolumeModel):
         if sample_step is None:
             settings = getattr(model, "settings", None) or fitting.FitSettings.for_device("cpu")
-            sample_step = (settings.max_depth - settings.min_depth) / settings.n_pts_per_ray
+            # the raysampler's depths are linspace(min, max, n): n - 1 steps between them
+            sample_step = (settings.max_depth - settings.min_depth) / (settings.n_pts_per_ray - 1)
         if not sample_step > 0:
             raise ValueError(f"sample_step must be a positive distance in world units, got {sample_step}.")
         densities = 1 - (1 - densities.clamp(0, 1 - 1e-6)) ** (voxel / sample_step)

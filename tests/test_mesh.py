@@ -341,3 +341,21 @@ def test_coarsen_means_or_maxes_blocks_and_keeps_the_grid_centred():
         M.coarsen(torch.zeros(5, 5, 5), 0.1, 2)
     with pytest.raises(ValueError, match="reduce"):
         M.coarsen(field, 0.1, 2, reduce="median")
+
+
+def test_grids_default_step_is_the_raysamplers_depth_step():
+    """Chapter 4's samples are as far apart as PyTorch3D's raysampler puts them (linspace: n - 1 steps)."""
+    from pytorch3d.renderer import FoVPerspectiveCameras, NDCMultinomialRaysampler
+
+    from helpers import fitting
+
+    settings = fitting.FitSettings.for_device("cpu")
+    sampler = NDCMultinomialRaysampler(
+        image_width=2, image_height=2, n_pts_per_ray=settings.n_pts_per_ray,
+        min_depth=settings.min_depth, max_depth=settings.max_depth,
+    )  # fmt: skip
+    step = sampler(FoVPerspectiveCameras()).lengths[0, 0, 0].diff().mean().item()
+    model = fitting.VolumeModel(None, (4, 4, 4), voxel_size=0.1)
+    with torch.no_grad():
+        model.log_densities.fill_(0.0)
+    assert torch.allclose(M.grids(model)[0], M.grids(model, sample_step=step)[0], atol=1e-5)
