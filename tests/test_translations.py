@@ -159,3 +159,14 @@ def test_the_generator_replaces_whole_blocks_only():
         "- We fit\n  the grid by descent\n", {"We fit the grid by descent": "下降"}
     )
     assert text == "- 下降\n"
+
+
+def test_the_language_switch_leads_to_the_same_page_in_the_other_edition():
+    import editions
+
+    site = {"en": Path("/site"), "zh_TW": Path("/site/zh-tw")}
+    for page in ("book/index", "notebooks/04_fitting", "search"):
+        for language, other in (("en", "zh_TW"), ("zh_TW", "en")):
+            here = site[language] / page
+            target = (here.parent / editions.switch_href(page, language)).resolve()
+            assert target == (site[other] / page).with_suffix(".html"), (page, language)
