@@ -2544,7 +2544,7 @@ err(
 ok(
     "fast.FastSettings.lr_at: np.int64 iteration",
     "types",
-    lambda: fast.FastSettings(n_iter=10).lr_at(np.int64(5)),
+    lambda: fast.FastSettings(n_iter=10, schedule="exp").lr_at(np.int64(5)),
     lambda r: 0 < r < 0.05,
 )
 
