@@ -77,6 +77,24 @@ def extract(outdir: Path = POT_DIR) -> Path:
 
     overrides = {"nb_execution_mode": "off", "nb_execution_cache_path": str(outdir / ".cache")}
     _build("gettext", outdir, outdir / ".doctrees", overrides, strict=False)
+    # Text a benchmark writes (book/data/*.md, included by book/benchmarks.md) is output, like what
+    # code prints: it stays English, and a new recording must not make the catalogs stale.
+    # (Sphinx files a table's cells from an included file under the line of the include directive.)
+    included = {
+        (page.as_posix(), i + 1)
+        for page in (ROOT / "book").glob("*.md")
+        for i, line in enumerate(page.read_text().splitlines())
+        if re.match(r"^```+\{include\}\s+data/", line)
+    }
+    for pot in outdir.glob("**/*.pot"):
+        with pot.open("rb") as f:
+            template = read_po(f)
+        for message in list(template):
+            places = [((outdir / loc).resolve().as_posix(), line) for loc, line in message.locations]
+            if message.id and places and all("/book/data/" in p or (p, n) in included for p, n in places):
+                template.delete(message.id)
+        with pot.open("wb") as f:
+            write_po(f, template, width=0)
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         pot = outdir / "notebooks" / f"{path.stem}.pot"
         with pot.open("rb") as f:
