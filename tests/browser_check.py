@@ -72,7 +72,8 @@ CHROMIUM_FLAGS = [
 ]
 #: A 3-D figure must colour at least this fraction of its canvas differently from the background.
 MIN_DRAWN_FRACTION = 0.01
-SKIP_PAGES = {"search.html", "genindex.html"}  # Sphinx's generated index pages have nothing of ours to check
+# Sphinx's generated index pages have nothing of ours to check (in both editions)
+SKIP_PAGES = {"search.html", "genindex.html", "zh-tw/search.html", "zh-tw/genindex.html"}
 WINDOW = (1280, 960)
 #: A phone in portrait (an iPhone 12 to 15 is 390 CSS pixels wide): the narrowest screen the book is checked at.
 PHONE = (390, 844)
@@ -82,8 +83,8 @@ MAX_SHOT_HEIGHT = 16000
 WIDTHS = {WINDOW[0]: WINDOW, PHONE[0]: PHONE}
 #: An alt text that is a file name or a content hash (myst-nb's default alt is the image's path).
 FILE_NAME_ALT = re.compile(r"(^|[/\\])[\w.-]+\.(png|jpe?g|gif|svg|webp)$|_images/|^[0-9a-f]{16,}$", re.I)
-#: A numbered caption: "Fig. 4.2" on a chapter, "Fig. 1" on an unnumbered page.
-FIGURE_NUMBER = re.compile(r"^Fig\.\s*\d+(\.\d+)*\b")
+#: A numbered caption: "Fig. 4.2" on a chapter, "Fig. 1" on an unnumbered page ("圖 4.2" in the zh-TW edition).
+FIGURE_NUMBER = re.compile(r"^(?:Fig\.|圖)\s*\d+(\.\d+)*\b")
 #: Scripts that only serve Jupyter widgets, which the book does not render (it reads offline).
 WIDGET_SCRIPT = re.compile(r"require(\.min)?\.js|embed-amd|html-manager|@jupyter-widgets", re.I)
 
@@ -514,7 +515,7 @@ def site_pages(site_dir: Path) -> list[str]:
     pages = []
     for path in sorted(site_dir.rglob("*.html")):
         rel = path.relative_to(site_dir)
-        if rel.parts[0].startswith("_") or str(rel) in SKIP_PAGES:
+        if any(part.startswith("_") for part in rel.parts) or rel.as_posix() in SKIP_PAGES:
             continue
         pages.append(rel.as_posix())
     return pages

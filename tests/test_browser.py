@@ -89,23 +89,27 @@ def test_the_3d_view_drew(book_report):
 
 
 def test_launch_buttons_open_the_same_notebooks_in_colab(book_report):
-    # Colab opens github.com/<repository.url>/blob/<branch>/<path>; that path must be the chapter's notebook.
+    # Colab opens github.com/<repository.url>/blob/<branch>/<path>; that path must be the chapter's notebook,
+    # and on a zh-TW page its translated copy (locales/zh_TW/notebooks/, the same code cells).
     config = (ROOT / "_config.yml").read_text()
     block = re.search(r"^repository:\n((?:[ \t]+.*\n|\n)+)", config, flags=re.M).group(1)
     url = re.search(r"^\s+url:\s*(\S+)", block, flags=re.M).group(1)
     branch = re.search(r"^\s+branch:\s*(\S+)", block, flags=re.M).group(1)
     prefix = "https://colab.research.google.com/github/" + url.removeprefix("https://github.com/") + f"/blob/{branch}/"
-    chapters = [p for p in book_report.pages if p.path.startswith("notebooks/")]
-    assert chapters
+    chapters = [p for p in book_report.pages if p.path.removeprefix("zh-tw/").startswith("notebooks/")]
+    assert any(p.path.startswith("zh-tw/") for p in chapters) and any(p.path.startswith("notebooks/") for p in chapters)
     for page in chapters:
+        notebook = page.path.removesuffix(".html") + ".ipynb"
+        if notebook.startswith("zh-tw/"):
+            notebook = "locales/zh_TW/" + notebook.removeprefix("zh-tw/")
         colab = [link for link in page.external_links if link.startswith("https://colab.research.google.com/")]
-        assert colab == [prefix + page.path.removesuffix(".html") + ".ipynb"], (page.path, colab)
-        assert (ROOT / page.path.removesuffix(".html")).with_suffix(".ipynb").is_file()
+        assert colab == [prefix + notebook], (page.path, colab)
+        assert (ROOT / notebook).is_file()
 
 
 def test_launch_buttons_only_on_notebook_pages(book_report):
     # Colab opens notebooks; a Markdown page's button (status.md is a MyST-NB text page) leads nowhere
-    pages = [p for p in book_report.pages if not p.path.startswith("notebooks/")]
+    pages = [p for p in book_report.pages if not p.path.removeprefix("zh-tw/").startswith("notebooks/")]
     assert any(p.path == "book/status.html" for p in pages)
     for page in pages:
         launch = [link for link in page.external_links if "colab.research.google.com" in link or "mybinder" in link]
