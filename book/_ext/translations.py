@@ -186,7 +186,6 @@ def translated_notebook(path: Path) -> dict:
         figure = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
         if "caption" in figure:
             figure["caption"], _ = translate_markdown(figure["caption"], table)
-    nb["metadata"]["language_info"] = nb["metadata"].get("language_info", {})
     nb["metadata"]["book_language"] = "zh-TW"
     return nb
 

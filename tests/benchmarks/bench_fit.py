@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -43,6 +42,9 @@ if "COW_MESH_DIR" not in os.environ and _shared.is_dir():
 
 from helpers import data, fast, fitting  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tests"))
+from record_run import cpu_name  # noqa: E402  (one reader of the CPU's name for both records)
+
 #: Held-out PSNR of the seed's recipe after all 300 iterations (1,373 s of fitting), measured in full here.
 SEED_FINAL_PSNR = 25.96
 SEED_ITERS = 300
@@ -52,12 +54,7 @@ def machine(device=None) -> str:
     """The processor (and GPU), torch's threads and the load average, for the record."""
     if device is not None and torch.device(device).type == "cuda":
         return f"{torch.cuda.get_device_name(device)}; torch {torch.__version__}; CPU: {machine()}"
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     return (
         f"{cpu}; {os.cpu_count()} logical CPUs; torch {torch.__version__} with {torch.get_num_threads()} threads; "
