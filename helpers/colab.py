@@ -40,6 +40,9 @@ def _pytorch3d_works() -> bool:
     if importlib.util.find_spec("pytorch3d") is None:
         return False
     try:
+        # torch first, as every use of PyTorch3D does: _C links against torch's libraries, which are
+        # found without it only when both share one site-packages (not so with PYTHONPATH installs)
+        import torch  # noqa: F401
         from pytorch3d import _C  # noqa: F401  (the compiled part is what breaks on a torch mismatch)
     except ImportError:
         return False
