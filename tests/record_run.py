@@ -81,8 +81,9 @@ def main(argv=None) -> int:
     parser.add_argument("junit", type=Path, help="pytest --junitxml output")
     parser.add_argument("--out", type=Path, required=True, help="book/data/run_cpu.json or run_gpu.json")
     parser.add_argument("--gpu-env", type=Path, help="gpu_env.txt from .gpu/run.sh: the run was on that GPU")
+    parser.add_argument("--command", default="python -m pytest --nbval", help="the test command as it was run")
     args = parser.parse_args(argv)
-    record = {"command": "python -m pytest --nbval", **read_junit(args.junit)}
+    record = {"command": args.command, **read_junit(args.junit)}
     if args.gpu_env:
         record = {"device": "cuda", **gpu_facts(args.gpu_env), **record}
     else:
