@@ -160,12 +160,18 @@ class FastVolume(torch.nn.Module):
         return density * (delta / self.unit)
 
     @torch.no_grad()
-    def upsample(self, volume_size: int) -> FastVolume:
-        """A copy trilinearly resampled to ``volume_size^3`` (raw values, so the same field)."""
+    def upsample(self, volume_size: int, occupancy: Occupancy | None = None) -> FastVolume:
+        """A copy trilinearly resampled to ``volume_size^3`` (raw values, so the same field); ``occupancy``
+        replaces the hull (default: keep this one)."""
         volume_size = checks.integer("volume_size", volume_size, minimum=2)
-        grid = F.interpolate(self.grid, size=(volume_size,) * 3, mode="trilinear", align_corners=True)
+        _check_occupancy(occupancy, optional=True)
+        # sample this field at the new voxel centres: the centres of an n^3 and an m^3 grid span
+        # different extents, so resizing the array corner to corner would stretch the field
+        centres = voxel_centers(volume_size, device=self.grid.device) / self.half
+        grid = F.grid_sample(self.grid, centres[None], align_corners=True, padding_mode="border")
         config = {key: value for key, value in self.config().items() if key != "occupancy_size"}
-        return FastVolume(**config, occupancy=self.occupancy, grid=grid.contiguous())
+        occupancy = occupancy if occupancy is not None else self.occupancy
+        return FastVolume(**config, occupancy=occupancy, grid=grid.contiguous())
 
     @torch.no_grad()
     def forward(self, cameras) -> torch.Tensor:
@@ -394,7 +400,11 @@ def fit(
     callback=None,
     occupancy: Occupancy | None = None,
 ):
-    """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.11."""
+    """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.11.
+
+    Without ``occupancy`` the hull is carved at the grid's size, so the coarse stage starts
+    after a cheap coarse carve and the fine hull is carved when the fine stage begins.
+    """
     _check_views("train", train)
     device = train.images.device
     settings = settings if settings is not None else FastSettings.for_device(device)
@@ -406,21 +416,25 @@ def fit(
         heldout = heldout.to(device)
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     history = FitHistory()
-    start = clock(device)
-    if occupancy is None and settings.hull:
-        occupancy = carve(train.silhouettes, train.cameras(), settings.volume_size)
-    elif occupancy is None:
-        occupancy = Occupancy.full(settings.volume_size, device)
-    occupancy = occupancy.to(device)
-    rays = prepare_rays(train, occupancy)
-    coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
+    given = occupancy.to(device) if occupancy is not None else None
+
+    def hull_for(volume_size):
+        if given is not None:
+            return given
+        if settings.hull:
+            return carve(train.silhouettes, train.cameras(), volume_size)
+        return Occupancy.full(volume_size, device)
 
     def make_optimizer(volume):
         if settings.sparse_adam:
             return MaskedAdam(volume.grid, active_voxels(occupancy, volume.volume_size), settings.lr)
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
+    start = clock(device)
+    coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
     size = settings.coarse_volume_size if coarse_iters else settings.volume_size
+    occupancy = hull_for(size)
+    rays = prepare_rays(train, occupancy)
     unit, image_size = VOLUME_EXTENT / settings.volume_size, train.images.shape[1]
     kw = dict(unit=unit, image_size=image_size, step_voxels=settings.step_voxels)
     hull = occupancy if settings.hull else None
@@ -442,7 +456,10 @@ def fit(
     for it in range(settings.n_iter):
         t0 = clock(device)
         if it == coarse_iters and coarse_iters:
-            volume = volume.upsample(settings.volume_size)
+            if given is None:  # the fine stage gets the fine hull, and its tighter rays
+                occupancy = hull_for(settings.volume_size)
+                rays, (lo, hi) = prepare_rays(train, occupancy), occupancy.bounds()
+            volume = volume.upsample(settings.volume_size, occupancy if settings.hull else None)
             optimizer = make_optimizer(volume)
         for group in optimizer.param_groups:
             group["lr"] = settings.lr_at(it)

@@ -200,6 +200,46 @@ def test_fast_fit_beats_an_untrained_volume(train):
     assert len(history.seconds) == settings.n_iter
 
 
+def test_each_stage_renders_with_a_hull_carved_at_its_own_size(train):
+    """Without a given hull the coarse stage gets one carved at the coarse size, the fine stage the fine one."""
+    settings = fast.FastSettings(
+        n_iter=4, rays_per_step=256, coarse_volume_size=16, coarse_fraction=0.5, volume_size=32, eval_every=1
+    )
+    seen = {}
+
+    def spy(it, volume, result):  # called at every evaluation, here after each iteration
+        seen[it] = (volume.volume_size, volume.occupancy.volume_size)
+
+    heldout = data.CowViews(*(getattr(train, k)[:1] for k in data.CowViews.__dataclass_fields__))
+    model, _ = fast.fit(train, heldout, settings, callback=spy)
+    assert seen == {1: (16, 16), 2: (16, 16), 3: (32, 32), 4: (32, 32)}
+    fine = hull.carve(train.silhouettes, train.cameras(), 32)
+    assert torch.equal(model.occupancy.grid, fine.grid)
+    # carved on its own grid, the coarse hull must still keep every fine voxel centre that all
+    # silhouettes cover (its dilation is what makes that true: an undilated 16^3 hull loses some)
+    kept = hull.voxel_centers(32)[hull.carve(train.silhouettes, train.cameras(), 32, dilate=0).grid]
+    assert hull.carve(train.silhouettes, train.cameras(), 16).lookup(kept).all()
+    assert not hull.carve(train.silhouettes, train.cameras(), 16, dilate=0).lookup(kept).all()
+    # a given hull is used as it is, in both stages
+    seen.clear()
+    fast.fit(train, heldout, settings, callback=spy, occupancy=fine)
+    assert seen == {1: (16, 32), 2: (16, 32), 3: (32, 32), 4: (32, 32)}
+
+
+def test_upsample_keeps_the_field_and_can_take_a_new_hull():
+    """A field linear in x, y, z is the same field after upsampling: trilinear lookups reproduce it exactly."""
+    centres = hull.voxel_centers(8)  # (z, y, x, 3) world coordinates
+    grid = torch.einsum("zyxc,kc->kzyx", centres, torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.2, 0.0]]))
+    volume = fast.FastVolume(grid=torch.cat([grid, grid[:1] * 0 + 0.3, grid[:1] * 0 - 0.7])[None])
+    finer = volume.upsample(16)
+    # inside the coarse centres, a fine voxel's width away from them (beyond, the border value holds)
+    points = (torch.rand(500, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1) * (volume.half - finer.voxel_size)
+    for a, b in zip(finer.sample(points), volume.sample(points), strict=True):
+        torch.testing.assert_close(a, b)
+    occupancy = hull.Occupancy.full(15)
+    assert finer.occupancy is None and volume.upsample(15, occupancy).occupancy is occupancy
+
+
 def test_bad_settings_are_rejected(train):
     for bad, message in [
         (dict(density="relu"), "density"),
