@@ -2536,7 +2536,9 @@ err(
 err(
     "fast.fit: lr 100 with the dense Adam diverges",
     "divergence",
-    lambda: fastfit4(lr=100.0, n_iter=60, eval_every=100, sparse_adam=False, hull=False),
+    # from Chapter 4's faint start: from the opaque one this box-only 8^3 fit starts so far off that
+    # lr 100 thrashes below its first loss, which is not a loss that "rose for good"
+    lambda: fastfit4(lr=100.0, n_iter=60, eval_every=100, sparse_adam=False, hull=False, init_density=-4.0),
     "iteration",
     shows=("lr=100",),
     errors=(metrics.DivergenceError,),

@@ -4,6 +4,7 @@ import base64
 import builtins
 import io
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -186,13 +187,32 @@ def test_benchmarks_page_shows_the_recorded_run():
     sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
     import bench_fit
 
-    results = json.loads((ROOT / "book" / "data" / "ch5_bench.json").read_text())
-    assert (ROOT / "book" / "data" / "ch5_bench.md").read_text() == bench_fit.report(results)
-    log = (ROOT / "book" / "data" / "ch5_bench.log").read_text()
-    fast = results["fast"]
-    assert f"final {fast['final_psnr']:.2f} dB after {fast['total_s']:.1f} s" in log
     page = (ROOT / "book" / "benchmarks.md").read_text()
-    assert "{include} data/ch5_bench.md" in page and "data/ch5_bench.log" in page
+    for name in ("ch5_bench", "ch5_bench_gpu"):
+        results = json.loads((ROOT / "book" / "data" / f"{name}.json").read_text())
+        # the report reads the recipe's settings from the code, so a changed recipe shows up here
+        assert (ROOT / "book" / "data" / f"{name}.md").read_text() == bench_fit.report(results), name
+        log = (ROOT / "book" / "data" / f"{name}.log").read_text()
+        fast = results["fast"]
+        assert f"final {fast['final_psnr']:.2f} dB after {fast['total_s']:.1f} s" in log
+        assert f"{{include}} data/{name}.md" in page and f"data/{name}.log" in page
+    cpu = json.loads((ROOT / "book" / "data" / "ch5_bench.json").read_text())
+    assert not bench_fit.settings_changes(cpu), "re-run the CPU benchmark: the fast recipe changed since"
+
+
+def test_benchmark_targets_are_judged_from_the_curve():
+    sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+    import bench_fit
+
+    curve = [[0.5, 24.0, 0.9], [1.5, 26.5, 0.95], [12.0, 31.2, 0.98]]
+    results = {"device": "cpu", "seed": {"total_s": 1400.0}, "fast": {"curve": curve}}
+    (first, second) = bench_fit.targets(results)
+    assert (first["reached_s"], first["met"]) == (1.5, True)
+    assert (second["reached_s"], second["met"]) == (12.0, True)
+    results = {"device": "cuda", "seed": {"total_s": 6.0}, "fast": {"curve": curve}}
+    (first, second) = bench_fit.targets(results)
+    assert first["within_s"] == 0.2 and not first["met"]  # a thirtieth of the original tutorial's 6 s
+    assert second["reached_s"] == math.inf and not second["met"]  # never reached 31.4 dB
 
 
 def test_landing_figures_are_numbered_and_captioned():
@@ -413,3 +433,15 @@ def test_runtime_box_speaks_each_editions_language():
     assert chinese.startswith("在 2 CPU cores (X) 上約 45 秒") and "GPU" in chinese and "recorded" not in chinese
     with pytest.raises(KeyError, match="03_c"):
         run_record.runtime_text("03_c", {"cpu": cpu})
+
+
+def test_gpu_test_target_says_met_only_for_a_clean_run_within_the_limit():
+    run_record = load_ext("run_record")
+    limit = run_record.GPU_TEST_LIMIT_S
+    gpu = {"date": "2026-11-26 14:07 UTC", "hardware": "NVIDIA H100", "passed": 305, "failed": 0, "seconds": limit - 18}
+    verdict = run_record.gpu_test_verdict
+    assert verdict({"gpu": gpu}).startswith(f"met: 305 passed, 0 failed in {limit - 18} s on an NVIDIA H100")
+    assert verdict({"gpu": {**gpu, "failed": 1}}).startswith("missed: 305 passed, 1 failed")
+    assert verdict({"gpu": {**gpu, "seconds": limit + 1}}).startswith("missed")
+    assert verdict({}) == "not measured yet: no GPU run is recorded"
+    assert verdict({"gpu": gpu}, "zh_TW").startswith("達成")

@@ -29,11 +29,17 @@ WORDS = {
         "under": "under 10 s", "s": "about {:.0f} s", "min": "about {:.0f} min",
         "run": "{time} on {hardware} (recorded {date})", "gpu_run": "{time} on an {hardware} (recorded {date})",
         "no_gpu": "no GPU run recorded yet (see the status page)", "join": "; ",
+        "met": "met", "missed": "missed",
+        "outcome": "{verdict}: {passed} passed, {failed} failed in {seconds:.0f} s on an {hardware} (recorded {date})",
+        "no_run": "not measured yet: no GPU run is recorded",
     },
     "zh_TW": {
         "under": "不到 10 秒", "s": "約 {:.0f} 秒", "min": "約 {:.0f} 分鐘",
         "run": "在 {hardware} 上{time}（{date} 紀錄）", "gpu_run": "在 {hardware} 上{time}（{date} 紀錄）",
         "no_gpu": "尚無 GPU 執行紀錄（見建置狀態頁）", "join": "；",
+        "met": "達成", "missed": "未達成",
+        "outcome": "{verdict}：在 {hardware} 上 {passed} 項通過、{failed} 項失敗，共 {seconds:.0f} 秒（{date} 紀錄）",
+        "no_run": "尚未量測：還沒有 GPU 執行紀錄",
     },
 }  # fmt: skip
 
@@ -71,6 +77,29 @@ def runtime_role(name, rawtext, text, lineno, inliner, options=None, content=Non
     except KeyError as err:
         msg = inliner.reporter.error(str(err), line=lineno)
         return [inliner.problematic(rawtext, rawtext, msg)], [msg]
+
+
+#: The test command on a GPU: no failures, and the whole run within this many seconds.
+GPU_TEST_LIMIT_S = 120
+
+
+def gpu_test_verdict(records: dict[str, dict], language: str | None = "en") -> str:
+    """Whether the recorded GPU run met its target (0 failures within ``GPU_TEST_LIMIT_S``), and its outcome."""
+    words = WORDS.get(language or "en", WORDS["en"])
+    gpu = records.get("gpu")
+    if gpu is None:
+        return words["no_run"]
+    met = gpu["failed"] == 0 and gpu["seconds"] <= GPU_TEST_LIMIT_S
+    return words["outcome"].format(
+        verdict=words["met" if met else "missed"], passed=gpu["passed"], failed=gpu["failed"],
+        seconds=gpu["seconds"], hardware=gpu["hardware"], date=gpu["date"][:10],
+    )  # fmt: skip
+
+
+def gpu_test_role(name, rawtext, text, lineno, inliner, options=None, content=None):
+    env = inliner.document.settings.env
+    env.note_dependency(str(DATA / RECORDS["gpu"]))
+    return [nodes.Text(gpu_test_verdict(load_records(), env.config.language))], []
 
 
 LABELS = {"cpu": "CPU", "gpu": "GPU"}
@@ -161,5 +190,6 @@ def paragraph_with_code(text: str) -> nodes.paragraph:
 
 def setup(app):
     app.add_role("runtime", runtime_role)
+    app.add_role("gpu-test-target", gpu_test_role)
     app.add_directive("run-records", RunRecords)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
