@@ -167,7 +167,7 @@ class FastVolume(torch.nn.Module):
         _check_occupancy(occupancy, optional=True)
         # sample this field at the new voxel centres: the centres of an n^3 and an m^3 grid span
         # different extents, so resizing the array corner to corner would stretch the field
-        centres = voxel_centers(volume_size, device=self.grid.device) / self.half
+        centres = (voxel_centers(volume_size, device=self.grid.device) / self.half).to(self.grid.dtype)
         grid = F.grid_sample(self.grid, centres[None], align_corners=True, padding_mode="border")
         config = {key: value for key, value in self.config().items() if key != "occupancy_size"}
         occupancy = occupancy if occupancy is not None else self.occupancy
@@ -342,15 +342,16 @@ class FastSettings(Settings):
     coarse_volume_size: int = 64
     coarse_fraction: float = 0.5
     tv_weight: float = 0.0
-    # from the opaque start on, rays turn opaque early: skipping what lies behind saves more than the
-    # gradient-free pass that finds it costs (tests/benchmarks/bench_ladder.py)
+    # from the opaque start on, rays turn opaque early: over whole fits skipping what lies behind
+    # saved more than the gradient-free pass that finds it costs (tests/benchmarks/bench_tv_decay.py)
     early_stop: float = 1e-3
     sparse_adam: bool = True
     # softplus(-2) = 0.13 per voxel: the hull starts nearly opaque, so the silhouettes are right from
     # the first step and the fit only has to carve and colour (Chapter 4 starts from a faint fog)
     init_density: float = -2.0
     # a GPU has room for more rays per step, and with 4x the rays the fit climbs in fewer steps; with
-    # these rays held-out PSNR peaked some 100 steps into the 128^3 stage (a trial on the CPU)
+    # these rays held-out PSNR peaked some 100 steps into the 128^3 stage in an unrecorded trial on
+    # the CPU. Not yet measured on a GPU: book/data/ch5_bench_gpu.json is of the previous recipe.
     GPU: ClassVar[dict] = dict(rays_per_step=32768, n_iter=300, coarse_fraction=0.33)
 
     def check(self, n_views: int | None = None) -> None:
@@ -462,7 +463,7 @@ def fit(
     for it in range(settings.n_iter):
         t0 = clock(device)
         if it == coarse_iters and coarse_iters:
-            if given is None:  # the fine stage gets the fine hull, and its tighter rays
+            if given is None and occupancy.volume_size != settings.volume_size:  # the fine hull, tighter rays
                 occupancy = hull_for(settings.volume_size)
                 rays, (lo, hi) = prepare_rays(train, occupancy), occupancy.bounds()
             volume = volume.upsample(settings.volume_size, occupancy if settings.hull else None)

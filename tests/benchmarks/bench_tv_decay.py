@@ -8,9 +8,11 @@ Each variant is Chapter 5's recipe, ``fast.FastSettings()`` as the CPU runs it (
 150 at 64^3 then 150 at 128^3, learning rate 0.15), with TV on or off (``tv_weight`` 1e-4 or 0)
 and the learning rate decayed exponentially to a tenth (``schedule="exp"``), held constant
 (``"constant"``), or dropped tenfold at 75 % of the iterations like Chapter 4 (``"step"``).
-The recipe is the last variant: no TV, the tenfold drop. One more variant is the recipe without
-early ray termination (``early_stop=0``): what it saves grows with the samples per ray, so a whole
-fit, most of whose time goes to the 128^3 stage, measures it better than the ladder's short runs.
+The recipe is the last variant: no TV, the tenfold drop (every variant uses one 128^3 hull
+carved beforehand, where ``fast.fit`` alone would carve a 64^3 one for the coarse stage).
+One more variant is the recipe without early ray termination (``early_stop=0``): what it
+saves grows with the samples per ray, so a whole fit, most of whose time goes to the 128^3
+stage, measures it better than the ladder's short runs.
 Every variant runs with each random seed (``FastSettings.seed``: which rays each step draws) on
 the same 40 training views and hull, and is scored on the 30 held-out views every 50 iterations.
 The final PSNR does not depend on the machine's load; seconds per iteration do, so the load
