@@ -130,18 +130,9 @@ def seed_arm(train, heldout, n_timed):
     return out
 
 
-def ch4_arm(train, heldout):
-    settings = fitting.FitSettings.for_device("cpu")
-    print(f"\n[ch4] helpers.fitting.fit with Chapter 4's CPU default: {settings}", flush=True)
-    _, hist = fitting.fit(train, heldout, settings, progress=False)
-    _print_curve(hist)
-    return _summary(hist)
-
-
-def ceiling_arm(train, heldout):
-    """Chapter 4's model with 2,048 rays per image, 192 points per ray: what more work per step buys."""
-    settings = fitting.FitSettings(**CEILING)
-    print(f"\n[ceiling] helpers.fitting.fit, Chapter 4's model with more work per step: {settings}", flush=True)
+def chapter4_arm(train, heldout, name: str, what: str, settings: fitting.FitSettings):
+    """A fit of Chapter 4's model (``helpers.fitting.fit``): its CPU default, or ``CEILING``."""
+    print(f"\n[{name}] helpers.fitting.fit{what}: {settings}", flush=True)
     _, hist = fitting.fit(train, heldout, settings, progress=False)
     _print_curve(hist)
     return _summary(hist)
@@ -212,9 +203,11 @@ def main(argv=None):
     }
     results["seed"] = seed_arm(train, heldout, args.seed_iters)
     if not args.skip_ch4:
-        results["ch4"] = ch4_arm(train, heldout)
+        default = fitting.FitSettings.for_device("cpu")
+        results["ch4"] = chapter4_arm(train, heldout, "ch4", " with Chapter 4's CPU default", default)
     if args.ceiling if args.ceiling is not None else device.type == "cuda":
-        results["ceiling"] = ceiling_arm(train, heldout)
+        more, what = fitting.FitSettings(**CEILING), ", Chapter 4's model with more work per step"
+        results["ceiling"] = chapter4_arm(train, heldout, "ceiling", what, more)
     results["fast"] = fast_arm(train, heldout, args.eval_every)
     results["fast"]["eval_every"] = args.eval_every
     hist = results["fast"].pop("history")
