@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import checks
+from .metrics import clock
 
 #: The three files of Keenan Crane's "Spot" (public domain) and their sha256 sums.
 COW_FILES = {
@@ -317,21 +317,21 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
     params.update(mesh=COW_FILES, pytorch3d=pytorch3d.__version__, format=CACHE_FORMAT)  # older layouts: never read
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"cow_{kind}_{key}.pt"
-    start = time.perf_counter()
+    start = clock(device)
     if cache and path.is_file():
         # A cached dataset is derived data: rendering it again takes seconds and repairs the cache, so a
         # file that fails a check is replaced, with a note naming it (an error would ask the same by hand).
         try:
             views = _read_cache(path, elev, azim, image_size)
             if verbose:
-                seconds = time.perf_counter() - start
+                seconds = clock(device) - start
                 print(f"Loaded {len(views)} {kind} views from the cache ({path.name}) in {seconds:.2f} s.")
             return views.to(device)
         except ValueError as exc:
             print(f"Ignoring the cached dataset {path}: {exc}; rendering it again.")
     views = render_cow_views(elev, azim, image_size, device, data_dir)
     if verbose:
-        print(f"Rendered {len(views)} {kind} views in {time.perf_counter() - start:.2f} s.")
+        print(f"Rendered {len(views)} {kind} views in {clock(device) - start:.2f} s.")
     if cache:  # with a format version and a SHA-256; a failed write leaves no file
         tensors = {k: getattr(views, k).detach().cpu() for k in CowViews.__dataclass_fields__}
         payload = {"format": CACHE_FORMAT, "tensors": tensors, "sha256": _tensors_sha256(tensors)}

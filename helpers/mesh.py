@@ -77,9 +77,8 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
     """
     import copy
     import dataclasses
-    import time
 
-    from . import data, fast, fitting
+    from . import data, fast, fitting, metrics
 
     cache = Path(cache)
     early_path = cache.with_name(cache.stem + ".snapshot.pt")
@@ -106,9 +105,9 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
             if iteration == snapshot:
                 kept["model"] = copy.deepcopy(model)
 
-    start = time.perf_counter()
+    start = metrics.clock(device)
     model, history = fast.fit(train, heldout, run, callback=callback)
-    seconds = time.perf_counter() - start
+    seconds = metrics.clock(device) - start
     fitting.save_volume(cache, model, settings, history, snapshot=snapshot)
     if "model" in kept:
         fitting.save_volume(early_path, kept["model"], snapshot=snapshot)  # no settings: its grid is the coarse one
@@ -512,7 +511,7 @@ def mesh3d(
     import plotly.graph_objects as go
 
     mesh = _one_mesh(mesh)
-    v = (mesh.verts_packed().detach().cpu() + torch.tensor(offset)).numpy().astype("float32")
+    v = (mesh.verts_packed().detach().cpu() + torch.tensor(offset, device="cpu")).numpy().astype("float32")
     f = mesh.faces_packed().cpu().numpy().astype("int32")
     trace = dict(
         x=v[:, 0],

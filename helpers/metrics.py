@@ -61,7 +61,10 @@ def evaluate(model, views, batch_size: int = 10) -> dict:
 
 
 def clock(device) -> float:
-    """``time.perf_counter()`` once the GPU has done its queued work (CUDA runs asynchronously). Defined in §5.4."""
+    """``time.perf_counter()`` once ``device`` has done its queued work. Defined in §1.3.
+
+    A CUDA call returns as soon as its work is queued, so a clock read straight after it would time
+    the launch, not the work; on the CPU this is just ``time.perf_counter()``."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
