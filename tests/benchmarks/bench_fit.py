@@ -187,7 +187,11 @@ def main(argv=None):
         "--ceiling", action=argparse.BooleanOptionalAction, default=None,
         help="fit Chapter 4's model with more work per step (default: on a GPU only; about 10 min on 2 CPU cores)",
     )  # fmt: skip
+    parser.add_argument("--report", type=Path, help="only rewrite the table (.md) of this recorded .json, then stop")
     args = parser.parse_args(argv)
+    if args.report:  # a run recorded elsewhere (a GPU machine): its table is written from its numbers here
+        args.report.with_suffix(".md").write_text(report(json.loads(args.report.read_text())))
+        return None
     device = torch.device(args.device)
     torch.manual_seed(0)
     print("machine:", machine(device))
