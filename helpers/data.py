@@ -322,11 +322,11 @@ def _cached_render(kind, elev, azim, image_size, device, data_dir, cache, verbos
         # A cached dataset is derived data: rendering it again takes seconds and repairs the cache, so a
         # file that fails a check is replaced, with a note naming it (an error would ask the same by hand).
         try:
-            views = _read_cache(path, elev, azim, image_size)
+            views = _read_cache(path, elev, azim, image_size).to(device)
             if verbose:
                 seconds = clock(device) - start
                 print(f"Loaded {len(views)} {kind} views from the cache ({path.name}) in {seconds:.2f} s.")
-            return views.to(device)
+            return views
         except ValueError as exc:
             print(f"Ignoring the cached dataset {path}: {exc}; rendering it again.")
     views = render_cow_views(elev, azim, image_size, device, data_dir)

@@ -70,6 +70,8 @@ def violations(source: str, module: str, notebook: bool = False) -> list[str]:
     """What in ``source`` breaks the device policy, as ``'line N: what (in function)'``."""
     found = []
     for scope, node in _scopes(ast.parse(source)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found += _imports(node, module, scope)
         if not isinstance(node, ast.Call):
             continue
         where = f"line {node.lineno} ({_function(scope) or 'module level'})"
@@ -84,9 +86,24 @@ def violations(source: str, module: str, notebook: bool = False) -> list[str]:
         f = node.func
         if isinstance(f, ast.Attribute) and f.attr == "numpy" and not _has_cpu(f.value):
             found.append(f"{where}: .numpy() of a tensor that may be on a GPU (move it with .cpu() first)")
-        if isinstance(f, ast.Attribute) and f.attr == "cuda" and not node.args and not node.keywords:
-            found.append(f"{where}: .cuda() picks a device; take it from the inputs instead")
+        cuda = [a for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("cuda")]
+        if isinstance(f, ast.Attribute) and (f.attr == "cuda" or (f.attr == "to" and cuda)):
+            found.append(f"{where}: .{f.attr}(...) picks the GPU; take the device from the inputs instead")
     return found
+
+
+def _imports(node, module: str, scope: str) -> list[str]:
+    """Imports that would hide a clock or a factory from the checks above (``from time import perf_counter``)."""
+    where = f"line {node.lineno} ({_function(scope) or 'module level'})"
+    if isinstance(node, ast.Import):
+        renamed = [a.name for a in node.names if a.name in ("time", "torch", "timeit") and a.asname]
+        return [f"{where}: import {name} as ...: write {name}.<function> so the checks see it" for name in renamed]
+    names = {a.name for a in node.names}
+    if node.module in ("time", "timeit") and names & (CLOCKS | {"default_timer"}):
+        return [f"{where}: a clock imported from {node.module}; use metrics.clock(device)"]
+    if node.module == "torch" and names & FACTORIES:
+        return [f"{where}: torch factories imported by name; write torch.<factory>(..., device=...)"]
+    return []
 
 
 def _notebook_source(path: Path) -> str:
@@ -94,6 +111,8 @@ def _notebook_source(path: Path) -> str:
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     # IPython's magics and shell escapes are not Python: blank them, keeping the line numbers
     lines = "\n\n".join(code).splitlines()
+    # %time and %%timeit read the clock without waiting for the GPU: keep them as a clock read
+    lines = ["time.perf_counter()" if line.lstrip().startswith(("%time", "%%time")) else line for line in lines]
     return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
 
 
@@ -126,7 +145,7 @@ def test_every_exception_is_still_needed():
         assert calls, f"CPU_ON_PURPOSE lists {module}.{function}, which no longer makes a tensor on the CPU"
 
 
-def test_the_checks_can_fail():
+def test_the_checks_can_fail(tmp_path):
     bad = """
 import time
 import torch
@@ -152,10 +171,18 @@ class VolumeModel:
         "line 11 (render)",
         "line 11 (render)",
     ], found
-    assert "torch.Generator() without device=" in found[0] and ".cuda()" in " ".join(found)
+    assert "torch.Generator() without device=" in found[0] and ".cuda(...) picks the GPU" in " ".join(found)
     assert violations(bad, "fitting", notebook=True) == [
         "line 8 (render): time.perf_counter() reads the clock without waiting for the GPU",
         "line 11 (render): time.perf_counter() reads the clock without waiting for the GPU",
+    ]
+    hidden = "from time import perf_counter\nimport torch as t\nfrom torch import zeros\nx.to('cuda:0')\n"
+    assert [f.split(": ")[0] for f in violations(hidden, "data")] == [f"line {i} (module level)" for i in (1, 2, 3, 4)]
+    magic = {"cells": [{"cell_type": "code", "source": ["%timeit render(rays)\n", "%matplotlib inline"]}]}
+    path = tmp_path / "magic.ipynb"
+    path.write_text(json.dumps(magic))
+    assert violations(_notebook_source(path), "magic", notebook=True) == [
+        "line 1 (module level): time.perf_counter() reads the clock without waiting for the GPU"
     ]
     # VolumeModel.__init__ of helpers/fitting.py may make its parameters on the CPU; another class may not
     other = violations(bad.replace("class VolumeModel", "class Other"), "fitting")
