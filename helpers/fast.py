@@ -349,10 +349,11 @@ class FastSettings(Settings):
     # softplus(-2) = 0.13 per voxel: the hull starts nearly opaque, so the silhouettes are right from
     # the first step and the fit only has to carve and colour (Chapter 4 starts from a faint fog)
     init_density: float = -2.0
-    # a GPU has room for more rays per step, and with 4x the rays the fit climbs in fewer steps; with
-    # these rays held-out PSNR peaked some 100 steps into the 128^3 stage in an unrecorded trial on
-    # the CPU. Not yet measured on a GPU: book/data/ch5_bench_gpu.json is of the previous recipe.
-    GPU: ClassVar[dict] = dict(rays_per_step=32768, n_iter=300, coarse_fraction=0.33)
+    # a GPU has room for more rays per step, and with more rays the fit climbs in fewer steps. Of the
+    # settings tests/benchmarks/bench_gpu_settings.py tried (book/data/ch5_gpu_settings.json), these
+    # reached the GPU targets' PSNR in the fewest steps: without the 64^3 start, which saves time
+    # per step on the CPU but costs steps. Their seconds on a GPU are not yet measured.
+    GPU: ClassVar[dict] = dict(rays_per_step=32768, n_iter=200, coarse_volume_size=0)
 
     def check(self, n_views: int | None = None) -> None:
         super().check()

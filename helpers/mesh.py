@@ -110,7 +110,7 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
     seconds = metrics.clock(device) - start
     fitting.save_volume(cache, model, settings, history, snapshot=snapshot)
     if "model" in kept:
-        fitting.save_volume(early_path, kept["model"], snapshot=snapshot)  # no settings: its grid is the coarse one
+        fitting.save_volume(early_path, kept["model"], snapshot=snapshot)  # no settings: its grid may be the 64^3 one
     return model, seconds, kept.get("model")
 
 

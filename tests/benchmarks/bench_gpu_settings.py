@@ -1,0 +1,124 @@
+"""How many rays per step, how many steps, and whether to start at 64^3: the fast recipe's GPU settings.
+
+Run from the repository root (not collected by pytest: the name does not start with test_):
+
+    python tests/benchmarks/bench_gpu_settings.py --json book/data/ch5_gpu_settings.json
+    python tests/benchmarks/bench_gpu_settings.py --device cuda --json $OUT/gpu_settings.json
+
+Each variant is Chapter 5's recipe, ``fast.FastSettings()``, with ``rays_per_step``, ``n_iter``
+and the coarse stage changed, fitted on the same 40 training views and scored on the 30
+held-out views every 10 iterations (outside the clock). Each variant carves its own hulls, as
+``fast.fit`` does, so the fitting time includes them. The record says, for each target PSNR of
+``bench_fit.TARGETS["cuda"]``, after how many iterations and seconds a variant first reached it.
+On the CPU only the iterations carry over to a GPU, where a step's cost depends on the device;
+``--device cuda`` measures the seconds there. A ``.md`` table is written beside the ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+os.environ.setdefault("VOLRENDER_OFFLINE", "1")
+
+import torch  # noqa: E402
+from bench_fit import TARGETS, machine  # noqa: E402  (also sets COW_MESH_DIR)
+
+from helpers import data, fast  # noqa: E402
+
+VARIANTS = [  # (rays per step, iterations, fraction of them at 64^3; 0: 128^3 throughout)
+    (8192, 300, 0.5),  # the CPU recipe
+    (32768, 300, 0.33),
+    (32768, 200, 0.33),
+    (32768, 200, 0.2),
+    (65536, 200, 0.25),
+    (32768, 200, 0.0),
+    (65536, 200, 0.0),
+]
+
+
+def describe(rays: int, n_iter: int, coarse: float) -> str:
+    stage = f"the first {int(coarse * n_iter)} at 64³" if coarse else "all at 128³"
+    return f"{rays:,} rays per step, {n_iter} steps, {stage}"
+
+
+def first(curve, psnr):
+    """``(iteration, seconds)`` of the first evaluation at or above ``psnr``, or ``(None, None)``."""
+    return next(((i, s) for i, s, p in curve if p >= psnr), (None, None))
+
+
+def report(record: dict) -> str:
+    """The record as a Markdown table for the benchmarks page."""
+    targets = [psnr for psnr, _ in TARGETS["cuda"]]
+    head = " | ".join(f"{p:.2f} dB after" for p in targets)
+    lines = [
+        f"Recorded {record['date']} on {record['machine']}, device {record['device']}.",
+        "",
+        f"| variant | {head} | seconds per step | final PSNR, 30 held-out views |",
+        "|---|" + "---|" * (len(targets) + 2),
+    ]
+    for row in record["rows"]:
+        cells = []
+        for psnr in targets:
+            i, s = first(row["curve"], psnr)
+            cells.append("not reached" if i is None else f"{i} steps, {s:.2f} s")
+        lines.append(
+            f"| {row['variant']} | {' | '.join(cells)} | {row['s_per_iter']:.3f} | {row['final_psnr']:.2f} dB |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="fit every variant on this device (cpu or cuda)")
+    parser.add_argument("--json", type=Path, help="write the record here (and its table beside it, as .md)")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    print("machine:", machine(device), flush=True)
+    train = data.generate_cow_renders(num_views=40, image_size=128, device=device)
+    heldout = data.generate_heldout_renders(device=device)
+    base = fast.FastSettings()
+    if device.type == "cuda":  # the first CUDA calls load kernels: keep that out of every variant's clock
+        fast.fit(train, None, replace(base, n_iter=5, coarse_volume_size=0))
+    rows = []
+    for rays, n_iter, coarse in VARIANTS:
+        change = dict(rays_per_step=rays, n_iter=n_iter, coarse_fraction=coarse, eval_every=10)
+        settings = replace(base, **change, coarse_volume_size=base.coarse_volume_size if coarse else 0)
+        _, hist = fast.fit(train, heldout, settings)
+        curve = [[i, s, p] for i, s, p in zip(hist.eval_iterations, hist.eval_seconds, hist.psnr, strict=True)]
+        row = {
+            "variant": describe(rays, n_iter, coarse),
+            "rays_per_step": rays,
+            "n_iter": n_iter,
+            "coarse_fraction": coarse,
+            "final_psnr": hist.psnr[-1],
+            "fit_s": hist.seconds[-1],
+            "s_per_iter": hist.seconds[-1] / len(hist.seconds),
+            "curve": curve,
+        }
+        rows.append(row)
+        reached = ", ".join(f"{p:.2f} dB at step {first(curve, p)[0]}" for p, _ in TARGETS["cuda"])
+        print(f"{row['variant']:40s} {reached}; final {row['final_psnr']:.2f} dB, {row['fit_s']:.1f} s", flush=True)
+    record = {
+        "machine": machine(device),
+        "device": device.type,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "views": "PSNR on the 30 held-out views, every 10 iterations",
+        "rows": rows,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+        args.json.with_suffix(".md").write_text(report(record))
+
+
+if __name__ == "__main__":
+    main()
