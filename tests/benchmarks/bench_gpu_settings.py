@@ -55,14 +55,38 @@ def first(curve, psnr):
     return next(((i, s) for i, s, p in curve if p >= psnr), (None, None))
 
 
-def report(record: dict) -> str:
-    """The record as a Markdown table for the benchmarks page."""
+def gpu_run() -> dict | None:
+    """The recorded GPU run of ``bench_fit.py`` (``book/data/ch5_bench_gpu.json``), if there is one."""
+    path = ROOT / "book" / "data" / "ch5_bench_gpu.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def step_costs(run: dict) -> dict:
+    """Seconds per step at 64^3 and at 128^3, and the rest of the fitting time (the hull, the rays), of
+    the fast recipe in a ``bench_fit.py`` record: slopes of its curve's seconds within each stage."""
+    fast_run, settings = run["fast"], run["fast"]["settings"]
+    n_iter, curve = settings["n_iter"], run["fast"]["curve"]
+    every = fast_run.get("eval_every") or n_iter // len(curve)  # older records: evenly spaced evaluations
+    coarse = int(settings["coarse_fraction"] * n_iter) if settings["coarse_volume_size"] else 0
+    points = [(every * (k + 1), s) for k, (s, _, _) in enumerate(curve)]
+    low = [(i, s) for i, s in points if i <= coarse]
+    high = [(i, s) for i, s in points if i >= coarse + every]
+    slope = lambda p: (p[-1][1] - p[0][1]) / (p[-1][0] - p[0][0]) if len(p) > 1 else None  # noqa: E731
+    per_low, per_high = slope(low), slope(high)
+    first_i, first_s = points[0]
+    rest = first_s - first_i * (per_low if coarse else per_high)
+    return {"rays_per_step": settings["rays_per_step"], "low": per_low, "high": per_high, "rest": rest}
+
+
+def report(record: dict, gpu: dict | None = None) -> str:
+    """The record as a Markdown table for the benchmarks page, and what ``gpu`` (a ``bench_fit.py``
+    record made on a GPU) says of a step's cost there."""
     targets = [psnr for psnr, _ in TARGETS["cuda"]]
-    head = " | ".join(f"{p:.2f} dB after" for p in targets)
+    head = " | ".join(f"{p:.2f} dB at the scoring after" for p in targets)
     lines = [
         f"Recorded {record['date']} on {record['machine']}, device {record['device']}.",
         "",
-        f"| variant | {head} | seconds per step | final PSNR, 30 held-out views |",
+        f"| variant | {head} | seconds per step, hull carving included | final PSNR, 30 held-out views |",
         "|---|" + "---|" * (len(targets) + 2),
     ]
     for row in record["rows"]:
@@ -73,6 +97,15 @@ def report(record: dict) -> str:
         lines.append(
             f"| {row['variant']} | {' | '.join(cells)} | {row['s_per_iter']:.3f} | {row['final_psnr']:.2f} dB |"
         )
+    if gpu is not None:
+        c = step_costs(gpu)
+        lines += [
+            "",
+            f"The recorded GPU run of `bench_fit.py` ({gpu['date']}, {gpu['machine'].split(';')[0]}), whose"
+            f" fast recipe drew {c['rays_per_step']:,} rays per step, took {c['low'] * 1e3:.1f} ms per step at"
+            f" 64³ and {c['high'] * 1e3:.1f} ms per step at 128³ (from the seconds at its scorings); about"
+            f" {c['rest']:.2f} s of its fitting time came before the steps (carving the hull, clipping the rays).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -80,14 +113,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="fit every variant on this device (cpu or cuda)")
     parser.add_argument("--json", type=Path, help="write the record here (and its table beside it, as .md)")
+    parser.add_argument("--report", type=Path, help="only rewrite the table (.md) of this recorded .json, then stop")
     args = parser.parse_args(argv)
+    if args.report:
+        args.report.with_suffix(".md").write_text(report(json.loads(args.report.read_text()), gpu_run()))
+        return
     device = torch.device(args.device)
     print("machine:", machine(device), flush=True)
     train = data.generate_cow_renders(num_views=40, image_size=128, device=device)
     heldout = data.generate_heldout_renders(device=device)
     base = fast.FastSettings()
     if device.type == "cuda":  # the first CUDA calls load kernels: keep that out of every variant's clock
-        fast.fit(train, None, replace(base, n_iter=5, coarse_volume_size=0))
+        fast.fit(train, None, replace(base, n_iter=6, coarse_fraction=0.5))  # 64^3, the switch, 128^3
     rows = []
     for rays, n_iter, coarse in VARIANTS:
         change = dict(rays_per_step=rays, n_iter=n_iter, coarse_fraction=coarse, eval_every=10)
@@ -107,17 +144,17 @@ def main(argv=None):
         rows.append(row)
         reached = ", ".join(f"{p:.2f} dB at step {first(curve, p)[0]}" for p, _ in TARGETS["cuda"])
         print(f"{row['variant']:40s} {reached}; final {row['final_psnr']:.2f} dB, {row['fit_s']:.1f} s", flush=True)
-    record = {
-        "machine": machine(device),
-        "device": device.type,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "views": "PSNR on the 30 held-out views, every 10 iterations",
-        "rows": rows,
-    }
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
-        args.json.with_suffix(".md").write_text(report(record))
+        record = {
+            "machine": machine(device),
+            "device": device.type,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "views": "PSNR on the 30 held-out views, every 10 iterations",
+            "rows": rows,
+        }
+        if args.json:  # after every variant: a run stopped by a time limit keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(record, indent=1) + "\n")
+            args.json.with_suffix(".md").write_text(report(record, gpu_run()))
 
 
 if __name__ == "__main__":
