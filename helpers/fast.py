@@ -13,7 +13,7 @@ from . import checks
 from .fitting import Settings, check_views
 from .hull import Occupancy, carve, voxel_centers
 from .metrics import FitHistory, _check_divergence, _huber, clock, evaluate
-from .rays import VOLUME_EXTENT, camera_rays, ndc_to_pixel, project, ray_box
+from .rays import VOLUME_EXTENT, _project, _slopes, camera_rays, ndc_to_pixel, ray_box
 
 
 def _check_occupancy(occupancy, optional: bool = False) -> None:
@@ -28,18 +28,36 @@ def _check_views(name: str, views) -> None:
 
 
 @torch.no_grad()
-def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int = 3) -> torch.Tensor:
-    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel (projection + ``margin``). Defined in §5.4."""
+def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int | None = None) -> torch.Tensor:
+    """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: each occupied voxel's centre projected,
+    grown by ``margin`` pixels (default: as far as a voxel's corner can project from its centre's pixel,
+    seen from the nearest occupied voxel's depth, plus one). Defined in §5.4."""
     _check_occupancy(occupancy)
-    image_size, margin = checks.integer("image_size", image_size), checks.integer("margin", margin, minimum=0)
+    image_size = checks.integer("image_size", image_size)
+    margin = checks.integer("margin", margin, minimum=0) if margin is not None else None
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
-    mask = torch.zeros(len(cameras), image_size * image_size, device=centres.device)
-    for i in range(len(cameras)):
-        xy, _ = project(cameras[i], centres[None])
-        row, col = (torch.round(c[0]).long() for c in ndc_to_pixel(xy, image_size, image_size))
+    n_views, n_pixels = len(cameras), image_size * image_size
+    mask = torch.zeros(n_views * n_pixels, device=centres.device)
+    # several views per call (about a million points): per view, the small operations around
+    # the projection would cost more than the projection itself on a GPU
+    R, T, (slope_x, slope_y) = cameras.R, cameras.T, _slopes(cameras, 1)
+    per_call = max(1, 1_000_000 // max(centres.shape[0], 1))
+    reach = 0.0  # the most a voxel's corner projects from its centre, in pixels
+    for first in range(0, n_views, per_call):
+        v = slice(first, first + per_call)
+        xy, depth = _project(centres.expand(len(R[v]), -1, -1), R[v], T[v], slope_x[v], slope_y[v])
+        row, col = (torch.round(c).long() for c in ndc_to_pixel(xy, image_size, image_size))
         ok = (row >= 0) & (row < image_size) & (col >= 0) & (col < image_size)
-        mask[i, row[ok] * image_size + col[ok]] = 1.0  # a ray can meet the cell up to 2 px away: the margin
-    return F.max_pool2d(mask.view(-1, 1, image_size, image_size), 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
+        view = torch.arange(first, first + len(R[v]), device=centres.device)[:, None].expand_as(row)
+        mask[(view * n_pixels + row * image_size + col)[ok]] = 1.0
+        if margin is None and (depth > 0).any():
+            # a corner lies half a voxel diagonal from the centre; NDC spans image_size / 2 pixels per unit
+            corner = math.sqrt(3) / 2 * occupancy.voxel_size
+            ndc = corner / (depth[depth > 0].min() * torch.minimum(slope_x[v], slope_y[v]).min())
+            reach = max(reach, ndc.item() * image_size / 2)
+    margin = margin if margin is not None else math.ceil(reach) + 1  # + 1: the centre's pixel is rounded
+    mask = mask.view(n_views, 1, image_size, image_size)
+    return F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import math
 import torch
 
 from . import checks
-from .rays import VOLUME_EXTENT, _check_cameras, ndc_to_pixel, project
+from .rays import VOLUME_EXTENT, _check_cameras, _project, _slopes, ndc_to_pixel
 
 
 def voxel_centers(volume_size: int, extent: float = VOLUME_EXTENT, device=None) -> torch.Tensor:
@@ -81,8 +81,12 @@ def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: in
     # Only the voxels still alive are tested, and interleaved views look from different sides,
     # so the first views carve most of the box.
     step = max(1, math.isqrt(n_views))
+    # each camera as tensors, checked once: indexing and checking the cameras per view would cost
+    # hundreds of small operations per view, which on a GPU take longer than the projection itself
+    R, T, (slope_x, slope_y) = cameras.R, cameras.T, _slopes(cameras, 1)
     for view in [v for s in range(step) for v in range(s, n_views, step)]:
-        xy, depth = project(cameras[view], centers[alive][None])
+        v = slice(view, view + 1)
+        xy, depth = _project(centers[alive][None], R[v], T[v], slope_x[v], slope_y[v])
         row, col = (torch.round(c[0]) for c in ndc_to_pixel(xy, height, width))
         seen = (col >= 0) & (col < width) & (row >= 0) & (row < height) & (depth[0] > 0)
         pixel = (row.clamp(0, height - 1) * width + col.clamp(0, width - 1)).long()

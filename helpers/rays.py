@@ -86,7 +86,13 @@ def project(cameras, points: torch.Tensor):
     slope_x, slope_y = _slopes(cameras, 1)
     b = len(cameras.R)
     checks.shape("points", points, f"(B={b}, N, 3)", lambda t: t.dim() == 3 and t.shape[::2] == (b, 3))
-    view = points.to(cameras.R.dtype) @ cameras.R + cameras.T[:, None, :]
+    return _project(points, cameras.R, cameras.T, slope_x, slope_y)
+
+
+def _project(points, R, T, slope_x, slope_y):
+    """:func:`project` for checked cameras given as tensors, ``R`` ``(B, 3, 3)``, ``T`` ``(B, 3)``, slopes
+    ``(B, 1)`` (``_slopes``): a loop over views calls this, so the cameras are checked once, not per view."""
+    view = points.to(R.dtype) @ R + T[:, None, :]
     z = view[..., 2]
     xy = torch.stack((view[..., 0] / (z * slope_x), view[..., 1] / (z * slope_y)), dim=-1)
     return xy, z

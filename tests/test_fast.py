@@ -265,3 +265,38 @@ def test_densities_are_the_opacity_the_renderer_sees():
     o, d = torch.tensor([[1.3, 1.3, -3.0]]), torch.tensor([[0.0, 0.0, 1.0]])
     near, far = rays.ray_box(o, d, volume.half)
     assert fast.render_rays(volume, o, d, near, far, volume.voxel_size, volume.occupancy)[1].item() == 0
+
+
+def test_footprint_of_one_voxel_is_its_projected_pixel_grown_by_the_margin(train):
+    """Per view, the pixel that rays.project (one camera at a time) gives the voxel's centre, then
+    ``margin`` pixels around it: the views are projected several at a time, and must not mix."""
+    grid = torch.zeros(16, 16, 16, dtype=torch.bool)
+    grid[9, 5, 11] = True  # [z, y, x], off-centre so every view sees it at another pixel
+    occupancy = hull.Occupancy(grid)
+    cameras = train.cameras()[[0, 7, 13, 26, 39]]
+    margin, size = 2, 64
+    got = fast.footprint(occupancy, cameras, size, margin=margin)
+    centre = hull.voxel_centers(16)[9, 5, 11]
+    pixels = set()
+    for i in range(len(cameras)):
+        xy, depth = rays.project(cameras[i], centre[None, None])
+        row, col = (round(c.item()) for c in rays.ndc_to_pixel(xy[0, 0], size, size))
+        want = torch.zeros(size, size, dtype=torch.bool)
+        want[max(row - margin, 0) : row + margin + 1, max(col - margin, 0) : col + margin + 1] = True
+        assert depth.item() > 0 and torch.equal(got[i], want), f"view {i}"
+        pixels.add((row, col))
+    assert len(pixels) >= 4  # the views see the voxel at different pixels, so a mix-up would show
+
+
+@pytest.mark.parametrize("volume_size", [16, 64])
+def test_footprint_holds_every_pixel_whose_ray_meets_the_hull(train, volume_size):
+    """Conservative: a pixel whose ray meets an occupied voxel (marched voxel by voxel) is in the footprint,
+    also where a voxel covers several pixels (16^3: a fixed margin of a few pixels would miss some)."""
+    cameras = train.cameras()[list(range(0, 40, 8))]
+    occupancy = hull.carve(train.silhouettes, train.cameras(), volume_size=volume_size)
+    origins, directions = (t.reshape(-1, 3) for t in rays.camera_rays(cameras, 128))
+    near, far = fast.clip_to_hull(origins, directions, occupancy)
+    meets = (far > near).reshape(len(cameras), 128, 128)
+    got = fast.footprint(occupancy, cameras, 128)
+    assert meets.any() and not (meets & ~got).any()
+    assert got.sum() < 2 * meets.sum()  # and it stays a footprint, not the whole image
