@@ -30,34 +30,47 @@ def _check_views(name: str, views) -> None:
 @torch.no_grad()
 def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int | None = None) -> torch.Tensor:
     """Pixels ``(B, H, W)`` whose rays may meet an occupied voxel: each occupied voxel's centre projected,
-    grown by ``margin`` pixels (default: as far as a voxel's corner can project from its centre's pixel,
-    seen from the nearest occupied voxel's depth, plus one). Defined in §5.4."""
+    grown by ``margin`` pixels; by default as far as a corner of a voxel can project from its centre (a
+    bound over every occupied voxel, perspective included), plus one. Defined in §5.4."""
     _check_occupancy(occupancy)
     image_size = checks.integer("image_size", image_size)
     margin = checks.integer("margin", margin, minimum=0) if margin is not None else None
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
-    n_views, n_pixels = len(cameras), image_size * image_size
-    mask = torch.zeros(n_views * n_pixels, device=centres.device)
+    n_views, size, device = len(cameras), image_size, centres.device
+    mask = torch.zeros(n_views, size, size, device=device)
+    # a corner is at most half a voxel diagonal h from its centre, in every view coordinate
+    h = math.sqrt(3) / 2 * occupancy.voxel_size
+    z_min, xy_max, near_ones = torch.full((), math.inf, device=device), torch.zeros((), device=device), []
     # several views per call (about a million points): per view, the small operations around
     # the projection would cost more than the projection itself on a GPU
     R, T, (slope_x, slope_y) = cameras.R, cameras.T, _slopes(cameras, 1)
     per_call = max(1, 1_000_000 // max(centres.shape[0], 1))
-    reach = 0.0  # the most a voxel's corner projects from its centre, in pixels
     for first in range(0, n_views, per_call):
         v = slice(first, first + per_call)
         xy, depth = _project(centres.expand(len(R[v]), -1, -1), R[v], T[v], slope_x[v], slope_y[v])
-        row, col = (torch.round(c).long() for c in ndc_to_pixel(xy, image_size, image_size))
-        ok = (row >= 0) & (row < image_size) & (col >= 0) & (col < image_size)
-        view = torch.arange(first, first + len(R[v]), device=centres.device)[:, None].expand_as(row)
-        mask[(view * n_pixels + row * image_size + col)[ok]] = 1.0
-        if margin is None and (depth > 0).any():
-            # a corner lies half a voxel diagonal from the centre; NDC spans image_size / 2 pixels per unit
-            corner = math.sqrt(3) / 2 * occupancy.voxel_size
-            ndc = corner / (depth[depth > 0].min() * torch.minimum(slope_x[v], slope_y[v]).min())
-            reach = max(reach, ndc.item() * image_size / 2)
-    margin = margin if margin is not None else math.ceil(reach) + 1  # + 1: the centre's pixel is rounded
-    mask = mask.view(n_views, 1, image_size, image_size)
-    return F.max_pool2d(mask, 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
+        row, col = (torch.round(c).long() for c in ndc_to_pixel(xy, size, size))
+        view = torch.arange(first, first + len(R[v]), device=device)[:, None].expand_as(row)
+        front = depth > 0
+        z_min = torch.minimum(z_min, depth.masked_fill(depth <= -h, math.inf).min())  # a cell may straddle
+        xy_max = torch.maximum(xy_max, xy.abs().amax(-1).masked_fill(~front, 0).max())
+        inside = front & (row >= 0) & (row < size) & (col >= 0) & (col < size)
+        mask[view[inside], row[inside], col[inside]] = 1.0
+        # centres just outside the image: their cells may still cover its border pixels
+        near = front & ~inside & (row >= -size) & (row < 2 * size) & (col >= -size) & (col < 2 * size)
+        near_ones.append(torch.stack((view[near], row[near], col[near]), 1))
+    if margin is None:
+        # x = X / (Z s) moves by at most h (1/s + |x|) / (Z - h) when X and Z move by h; s is the slope
+        slope = torch.minimum(slope_x, slope_y).min()
+        reach = (h * (1 / slope + xy_max) / (z_min - h)).item() if (z_min - h).item() > 0 else math.inf
+        # + 1: the centre's pixel is rounded
+        margin = min(math.ceil(reach * size / 2) + 1, size) if math.isfinite(reach) else size
+    if margin >= size:  # a voxel this near can cover the whole image
+        return torch.ones(n_views, size, size, dtype=torch.bool, device=device)
+    near = torch.cat(near_ones)
+    r, c = near[:, 1], near[:, 2]
+    keep = (r >= -margin) & (r < size + margin) & (c >= -margin) & (c < size + margin)
+    mask[near[keep, 0], r[keep].clamp(0, size - 1), c[keep].clamp(0, size - 1)] = 1.0
+    return F.max_pool2d(mask[:, None], 2 * margin + 1, stride=1, padding=margin)[:, 0] > 0.5
 
 
 @torch.no_grad()

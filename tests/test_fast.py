@@ -300,3 +300,43 @@ def test_footprint_holds_every_pixel_whose_ray_meets_the_hull(train, volume_size
     got = fast.footprint(occupancy, cameras, 128)
     assert meets.any() and not (meets & ~got).any()
     assert got.sum() < 2 * meets.sum()  # and it stays a footprint, not the whole image
+
+
+def test_footprint_of_several_views_per_call_matches_one_view_at_a_time(train):
+    """A ball in a 128^3 grid is projected four views per call: the views of a call must not mix."""
+    ball = hull.voxel_centers(128).norm(dim=-1) < 0.9
+    occupancy = hull.Occupancy(ball)
+    cameras = train.cameras()[[0, 9, 17, 25, 33]]
+    together = fast.footprint(occupancy, cameras, 32, margin=1)
+    apart = torch.cat([fast.footprint(occupancy, cameras[[i]], 32, margin=1) for i in range(len(cameras))])
+    assert torch.equal(together, apart) and together.any() and not together.all()
+
+
+def _meets_and_footprint(occupancy, cameras, size):
+    origins, directions = (t.reshape(-1, 3) for t in rays.camera_rays(cameras, size))
+    near, far = fast.clip_to_hull(origins, directions, occupancy)
+    return (far > near).reshape(len(cameras), size, size), fast.footprint(occupancy, cameras, size)
+
+
+def test_footprint_holds_the_border_pixels_of_a_cell_whose_centre_is_outside_the_view():
+    """A narrow view (20 degrees) sees the edge of a cell whose centre projects outside the image."""
+    from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
+
+    grid = torch.zeros(8, 8, 8, dtype=torch.bool)
+    grid[4, 4, 5] = True  # [z, y, x]: centre x = 0.5625, cell from 0.375 to 0.75
+    R, T = look_at_view_transform(dist=2.7, elev=0.0, azim=0.0)
+    centre = hull.voxel_centers(8)[4, 4, 5]
+    cameras = FoVPerspectiveCameras(R=R, T=T, fov=20.0)
+    xy, _ = rays.project(cameras, centre[None, None])
+    assert xy.abs().max() > 1  # the centre is outside the image
+    meets, got = _meets_and_footprint(hull.Occupancy(grid), cameras, 48)
+    assert meets.any() and not (meets & ~got).any()
+
+
+def test_footprint_of_a_camera_inside_the_grid_leaves_out_no_pixel():
+    from pytorch3d.renderer import FoVPerspectiveCameras, look_at_view_transform
+
+    occupancy = hull.Occupancy(torch.rand(8, 8, 8, generator=torch.Generator().manual_seed(0)) < 0.3)
+    R, T = look_at_view_transform(dist=0.3, elev=torch.tensor([20.0, -35.0]), azim=torch.tensor([30.0, 200.0]))
+    meets, got = _meets_and_footprint(occupancy, FoVPerspectiveCameras(R=R, T=T), 48)
+    assert meets.any() and not (meets & ~got).any()
