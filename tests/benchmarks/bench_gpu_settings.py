@@ -82,7 +82,7 @@ def report(record: dict, gpu: dict | None = None) -> str:
     """The record as a Markdown table for the benchmarks page, and what ``gpu`` (a ``bench_fit.py``
     record made on a GPU) says of a step's cost there."""
     targets = [psnr for psnr, _ in TARGETS["cuda"]]
-    head = " | ".join(f"{p:.2f} dB at the scoring after" for p in targets)
+    head = " | ".join(f"{p:.2f} dB first scored after" for p in targets)
     lines = [
         f"Recorded {record['date']} on {record['machine']}, device {record['device']}.",
         "",
