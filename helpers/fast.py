@@ -54,10 +54,10 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int | None
         z_min = torch.minimum(z_min, depth.masked_fill(depth <= -h, math.inf).min())  # a cell may straddle
         xy_max = torch.maximum(xy_max, xy.abs().amax(-1).masked_fill(~front, 0).max())
         inside = front & (row >= 0) & (row < size) & (col >= 0) & (col < size)
-        mask[view[inside], row[inside], col[inside]] = 1.0
+        mask.view(-1)[((view * size + row) * size + col)[inside]] = 1.0
         # centres just outside the image: their cells may still cover its border pixels
         near = front & ~inside & (row >= -size) & (row < 2 * size) & (col >= -size) & (col < 2 * size)
-        near_ones.append(torch.stack((view[near], row[near], col[near]), 1))
+        near_ones.append(torch.stack((view, row, col), -1)[near])
     if margin is None:
         # x = X / (Z s) moves by at most h (1/s + |x|) / (Z - h) when X and Z move by h; s is the slope
         slope = torch.minimum(slope_x, slope_y).min()
@@ -408,6 +408,11 @@ class FastSettings(Settings):
         self.early_stop = checks.number("FastSettings.early_stop", self.early_stop, 0.0, 0.5)
         self.init_density = checks.number("FastSettings.init_density", self.init_density, -30.0, 10.0)
 
+    @property
+    def coarse_iters(self) -> int:
+        """How many of the ``n_iter`` steps run on the ``coarse_volume_size^3`` grid (0: none)."""
+        return int(self.coarse_fraction * self.n_iter) if self.coarse_volume_size else 0
+
     def lr_at(self, iteration: int) -> float:
         """The lr of ``iteration``: ``"exp"`` decays to ``lr * lr_final_factor``, ``"step"`` is Chapter 4's."""
         if self.schedule == "exp":
@@ -470,7 +475,7 @@ def fit(
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
     start = clock(device)
-    coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
+    coarse_iters = settings.coarse_iters
     size = settings.coarse_volume_size if coarse_iters else settings.volume_size
     occupancy = hull_for(size)
     rays = prepare_rays(train, occupancy)

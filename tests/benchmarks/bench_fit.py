@@ -157,8 +157,7 @@ def before_steps(train, settings: fast.FastSettings) -> dict:
     """What ``fast.fit`` does before its first step, timed apart on the views' device: carving the hull at
     the size the fit starts at, and clipping the rays of every training pixel to it."""
     device = train.images.device
-    coarse_iters = int(settings.coarse_fraction * settings.n_iter) if settings.coarse_volume_size else 0
-    size = settings.coarse_volume_size if coarse_iters else settings.volume_size  # as fast.fit decides
+    size = settings.coarse_volume_size if settings.coarse_iters else settings.volume_size  # as fast.fit decides
     start = clock(device)
     occupancy = hull.carve(train.silhouettes, train.cameras(), size)
     carved = clock(device)

@@ -45,9 +45,10 @@ VARIANTS = [  # (rays per step, iterations, fraction of them at 64^3; 0: 128^3 t
 ]
 
 
-def describe(rays: int, n_iter: int, coarse: float) -> str:
-    stage = f"the first {int(coarse * n_iter)} at 64³" if coarse else "all at 128³"
-    return f"{rays:,} rays per step, {n_iter} steps, {stage}"
+def describe(settings: fast.FastSettings) -> str:
+    n = settings.coarse_iters
+    stage = f"the first {n} at {settings.coarse_volume_size}³" if n else f"all at {settings.volume_size}³"
+    return f"{settings.rays_per_step:,} rays per step, {settings.n_iter} steps, {stage}"
 
 
 def first(curve, psnr):
@@ -67,7 +68,7 @@ def step_costs(run: dict) -> dict:
     fast_run, settings = run["fast"], run["fast"]["settings"]
     n_iter, curve = settings["n_iter"], run["fast"]["curve"]
     every = fast_run.get("eval_every") or n_iter // len(curve)  # older records: evenly spaced evaluations
-    coarse = int(settings["coarse_fraction"] * n_iter) if settings["coarse_volume_size"] else 0
+    coarse = fast.FastSettings(**settings).coarse_iters
     points = [(every * (k + 1), s) for k, (s, _, _) in enumerate(curve)]
     low = [(i, s) for i, s in points if i <= coarse]
     high = [(i, s) for i, s in points if i >= coarse + every]
@@ -132,7 +133,7 @@ def main(argv=None):
         _, hist = fast.fit(train, heldout, settings)
         curve = [[i, s, p] for i, s, p in zip(hist.eval_iterations, hist.eval_seconds, hist.psnr, strict=True)]
         row = {
-            "variant": describe(rays, n_iter, coarse),
+            "variant": describe(settings),
             "rays_per_step": rays,
             "n_iter": n_iter,
             "coarse_fraction": coarse,
