@@ -288,16 +288,19 @@ def test_footprint_of_one_voxel_is_its_projected_pixel_grown_by_the_margin(train
     assert len(pixels) >= 4  # the views see the voxel at different pixels, so a mix-up would show
 
 
+def _meets_and_footprint(occupancy, cameras, size):
+    origins, directions = (t.reshape(-1, 3) for t in rays.camera_rays(cameras, size))
+    near, far = fast.clip_to_hull(origins, directions, occupancy)
+    return (far > near).reshape(len(cameras), size, size), fast.footprint(occupancy, cameras, size)
+
+
 @pytest.mark.parametrize("volume_size", [16, 64])
 def test_footprint_holds_every_pixel_whose_ray_meets_the_hull(train, volume_size):
     """Conservative: a pixel whose ray meets an occupied voxel (marched voxel by voxel) is in the footprint,
     also where a voxel covers several pixels (16^3: a fixed margin of a few pixels would miss some)."""
     cameras = train.cameras()[list(range(0, 40, 8))]
     occupancy = hull.carve(train.silhouettes, train.cameras(), volume_size=volume_size)
-    origins, directions = (t.reshape(-1, 3) for t in rays.camera_rays(cameras, 128))
-    near, far = fast.clip_to_hull(origins, directions, occupancy)
-    meets = (far > near).reshape(len(cameras), 128, 128)
-    got = fast.footprint(occupancy, cameras, 128)
+    meets, got = _meets_and_footprint(occupancy, cameras, 128)
     assert meets.any() and not (meets & ~got).any()
     assert got.sum() < 2 * meets.sum()  # and it stays a footprint, not the whole image
 
@@ -310,12 +313,6 @@ def test_footprint_of_several_views_per_call_matches_one_view_at_a_time(train):
     together = fast.footprint(occupancy, cameras, 32, margin=1)
     apart = torch.cat([fast.footprint(occupancy, cameras[[i]], 32, margin=1) for i in range(len(cameras))])
     assert torch.equal(together, apart) and together.any() and not together.all()
-
-
-def _meets_and_footprint(occupancy, cameras, size):
-    origins, directions = (t.reshape(-1, 3) for t in rays.camera_rays(cameras, size))
-    near, far = fast.clip_to_hull(origins, directions, occupancy)
-    return (far > near).reshape(len(cameras), size, size), fast.footprint(occupancy, cameras, size)
 
 
 def test_footprint_holds_the_border_pixels_of_a_cell_whose_centre_is_outside_the_view():
