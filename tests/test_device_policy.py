@@ -60,10 +60,33 @@ def _is_call(node, owner: str, names: set[str]) -> bool:
     return isinstance(f, ast.Attribute) and f.attr in names and isinstance(f.value, ast.Name) and f.value.id == owner
 
 
-def _has_cpu(node) -> bool:
-    return any(
-        isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "cpu" for n in ast.walk(node)
-    )
+def _device_literal(call):
+    """The constant written as ``device=`` in ``call`` (``"cpu"``, ``None``), or ``...`` when there is none."""
+    for k in call.keywords:
+        if k.arg == "device" and isinstance(k.value, ast.Constant):
+            return k.value.value
+    return ...
+
+
+# tensor methods whose result lives where their input lives
+SAME_DEVICE = {"detach", "float", "double", "half", "contiguous", "clone", "view", "reshape", "squeeze", "flatten"}
+
+
+def _on_cpu(node) -> bool:
+    """Whether the expression ``node`` is surely a CPU tensor: ``x.cpu()``, then only methods that keep
+    the device (``x.cpu().float()``, ``x.cpu()[0]``), or arithmetic of such tensors and numbers.
+    ``f(x.cpu()).numpy()`` is not: ``f`` may move it back."""
+    if isinstance(node, ast.Subscript):
+        return _on_cpu(node.value)
+    if isinstance(node, ast.BinOp):
+        return all(isinstance(n, ast.Constant) or _on_cpu(n) for n in (node.left, node.right))
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        return False
+    if node.func.attr == "cpu":
+        return True
+    if _is_call(node, "torch", FACTORIES):  # torch.tensor(..., device="cpu")
+        return _device_literal(node) == "cpu"
+    return node.func.attr in SAME_DEVICE and _on_cpu(node.func.value)
 
 
 def violations(source: str, module: str, notebook: bool = False) -> list[str]:
@@ -83,8 +106,10 @@ def violations(source: str, module: str, notebook: bool = False) -> list[str]:
         on_purpose = (module, _function(scope)) in CPU_ON_PURPOSE
         if _is_call(node, "torch", FACTORIES) and "device" not in keywords and not on_purpose:
             found.append(f"{where}: torch.{node.func.attr}() without device= makes it on the CPU")
+        if _device_literal(node) is None:
+            found.append(f"{where}: device=None leaves the device to chance; pass the inputs' device")
         f = node.func
-        if isinstance(f, ast.Attribute) and f.attr == "numpy" and not _has_cpu(f.value):
+        if isinstance(f, ast.Attribute) and f.attr == "numpy" and not _on_cpu(f.value):
             found.append(f"{where}: .numpy() of a tensor that may be on a GPU (move it with .cpu() first)")
         cuda = [a for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("cuda")]
         if isinstance(f, ast.Attribute) and (f.attr == "cuda" or (f.attr == "to" and cuda)):
@@ -176,6 +201,9 @@ class VolumeModel:
         "line 8 (render): time.perf_counter() reads the clock without waiting for the GPU",
         "line 11 (render): time.perf_counter() reads the clock without waiting for the GPU",
     ]
+    # .cpu() must be the last move before .numpy(), and device= must name a device
+    subtle = "a = shift(x.cpu()).numpy()\nb = x.cpu().float()[0].numpy()\nc = torch.zeros(2, device=None)\n"
+    assert [f.split(" (")[0] for f in violations(subtle, "data")] == ["line 1", "line 3"], violations(subtle, "data")
     hidden = "from time import perf_counter\nimport torch as t\nfrom torch import zeros\nx.to('cuda:0')\n"
     assert [f.split(": ")[0] for f in violations(hidden, "data")] == [f"line {i} (module level)" for i in (1, 2, 3, 4)]
     magic = {"cells": [{"cell_type": "code", "source": ["%timeit render(rays)\n", "%matplotlib inline"]}]}
