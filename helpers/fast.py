@@ -37,6 +37,8 @@ def footprint(occupancy: Occupancy, cameras, image_size: int, margin: int | None
     margin = checks.integer("margin", margin, minimum=0) if margin is not None else None
     centres = voxel_centers(occupancy.volume_size, occupancy.extent, occupancy.grid.device)[occupancy.grid]
     n_views, size, device = len(cameras), image_size, centres.device
+    if centres.shape[0] == 0:  # an empty hull: no ray meets it
+        return torch.zeros(n_views, size, size, dtype=torch.bool, device=device)
     mask = torch.zeros(n_views, size, size, device=device)
     # a corner is at most half a voxel diagonal h from its centre, in every view coordinate
     h = math.sqrt(3) / 2 * occupancy.voxel_size
@@ -282,9 +284,11 @@ def active_voxels(occupancy: Occupancy, volume_size: int) -> torch.Tensor:
     """Flat indices ``(K,)`` of an ``n^3`` grid's voxels a hull sample's trilinear lookup can touch. Defined in §5.9."""
     _check_occupancy(occupancy)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
-    occ = occupancy.grid[None, None].float()
-    occ = F.interpolate(occ, size=(volume_size,) * 3, mode="trilinear", align_corners=True) > 0
-    occ = F.max_pool3d(occ.float(), 3, stride=1, padding=1) > 0
+    # the n^3 cells that overlap an occupied cell (adaptive pooling takes, per cell, every hull cell
+    # it overlaps, growing or shrinking: sampling the hull instead would miss thin parts)...
+    occ = F.adaptive_max_pool3d(occupancy.grid[None, None].float(), volume_size)
+    # ...and their neighbours: a sample in a cell interpolates from the 8 nearest centres
+    occ = F.max_pool3d(occ, 3, stride=1, padding=1) > 0
     return occ.reshape(-1).nonzero()[:, 0]
 
 
@@ -455,9 +459,19 @@ def fit(
     checks.kind("settings", settings, FastSettings, "for FitSettings use fitting.fit")
     settings.check(n_views=len(train))
     _check_occupancy(occupancy, optional=True)
+    if occupancy is not None and not settings.hull:
+        raise ValueError(
+            "occupancy= was given with FastSettings.hull=False; pass occupancy=None to fit without a hull."
+        )
     if heldout is not None:
         check_views("heldout", heldout)
         heldout = heldout.to(device)
+        # the model renders at the training views' size, and is scored against these images
+        if heldout.images.shape[1:3] != train.images.shape[1:3]:
+            sizes = f"{tuple(heldout.images.shape[1:3])} against {tuple(train.images.shape[1:3])}"
+            raise ValueError(
+                f"heldout images must be as large as the training images, got {sizes}; render both at one size."
+            )
     gen = torch.Generator(device=device).manual_seed(settings.seed)
     history = FitHistory()
     given = occupancy.to(device) if occupancy is not None else None
@@ -525,6 +539,6 @@ def fit(
         fit_seconds += clock(device) - t0
         history.log_step(it + 1, loss.item(), fit_seconds)
         _check_divergence(history, lr=settings.lr)
-        if (it + 1) % settings.eval_every == 0 or it == settings.n_iter - 1:
+        if (settings.eval_every and (it + 1) % settings.eval_every == 0) or it == settings.n_iter - 1:
             log_eval(it + 1)
     return volume, history

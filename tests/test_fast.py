@@ -337,3 +337,44 @@ def test_footprint_of_a_camera_inside_the_grid_leaves_out_no_pixel():
     R, T = look_at_view_transform(dist=0.3, elev=torch.tensor([20.0, -35.0]), azim=torch.tensor([30.0, 200.0]))
     meets, got = _meets_and_footprint(occupancy, FoVPerspectiveCameras(R=R, T=T), 48)
     assert meets.any() and not (meets & ~got).any()
+
+
+def test_footprint_of_an_empty_hull_is_empty(train):
+    empty = hull.Occupancy(torch.zeros(8, 8, 8, dtype=torch.bool))
+    assert not fast.footprint(empty, train.cameras()[[0, 1]], 32).any()
+
+
+@pytest.mark.parametrize("size, volume_size", [(32, 16), (24, 16), (16, 40)])
+def test_active_voxels_hold_every_voxel_a_hull_sample_interpolates_from(size, volume_size):
+    """Shrinking or growing a thin, scattered hull: every grid centre that a trilinear lookup at a point
+    inside an occupied cell reads from is active (sampling the hull instead of pooling it misses some)."""
+    gen = torch.Generator().manual_seed(1)
+    occupancy = hull.Occupancy(torch.rand((size,) * 3, generator=gen) < 0.02)
+    cells = hull.voxel_centers(size)[occupancy.grid]  # (K, 3) as (x, y, z)
+    points = cells[:, None] + (torch.rand(cells.shape[0], 8, 3, generator=gen) - 0.5) * occupancy.voxel_size
+    # the lookup of FastVolume.sample: centres at (i - (n - 1) / 2) * extent / n, border-clamped
+    pos = points.reshape(-1, 3) / (occupancy.extent / volume_size) + (volume_size - 1) / 2
+    read = set()
+    for corner in torch.cartesian_prod(*[torch.tensor([0.0, 1.0])] * 3):  # the 8 corners, as (x, y, z)
+        x, y, z = (pos.floor() + corner).clamp(0, volume_size - 1).long().unbind(-1)
+        read |= set(((z * volume_size + y) * volume_size + x).tolist())
+    active = set(fast.active_voxels(occupancy, volume_size).tolist())
+    assert read <= active, f"{len(read - active)} of {len(read)} voxels read are not active"
+    # and no more: an active centre is within a cell that overlaps an occupied one, or its neighbour
+    centres = hull.voxel_centers(volume_size).reshape(-1, 3)[sorted(active)]
+    reach = 1.5 * occupancy.extent / volume_size + 0.5 * occupancy.voxel_size
+    assert ((centres[:, None] - cells[None]).abs().amax(-1).amin(1) <= reach + 1e-5).all()
+
+
+def test_fast_fit_checks_what_it_is_given_before_it_starts(train):
+    settings = fast.FastSettings(n_iter=2, rays_per_step=256, volume_size=16, coarse_volume_size=0, eval_every=0)
+    small = data.generate_cow_renders(num_views=2, image_size=32, device="cpu")
+    with pytest.raises(ValueError, match=r"heldout images must be as large.*\(32, 32\) against \(128, 128\)"):
+        fast.fit(train, small, settings)
+    occupancy = hull.Occupancy.full(16)
+    with pytest.raises(ValueError, match="hull=False"):
+        fast.fit(train, None, fast.FastSettings(**{**vars(settings), "hull": False}), occupancy=occupancy)
+    # eval_every=0: scored once, at the end
+    heldout = data.CowViews(*(getattr(train, k)[:1] for k in data.CowViews.__dataclass_fields__))
+    _, history = fast.fit(train, heldout, settings)
+    assert history.eval_iterations == [2]
