@@ -21,11 +21,13 @@ from .rays import VOLUME_EXTENT, _check_depths
 class VolumeModel(torch.nn.Module):
     """A grid of density ``(1, D, H, W)`` and colour ``(3, D, H, W)`` *logits*. Defined in §4.1."""
 
-    def __init__(self, renderer, volume_size=128, voxel_size: float = VOLUME_EXTENT / 128):
+    def __init__(self, renderer, volume_size=128, voxel_size: float | None = None):
+        """``voxel_size`` defaults to the book's cube: ``VOLUME_EXTENT`` across the longest side."""
         super().__init__()
         size = (volume_size,) * 3 if not isinstance(volume_size, (tuple, list)) else tuple(volume_size)
         checks.require(len(size) == 3, f"volume_size must be an int or three ints (D, H, W), got {volume_size!r}.")
         size = tuple(checks.integer("volume_size", n, minimum=2) for n in size)
+        voxel_size = VOLUME_EXTENT / max(size) if voxel_size is None else voxel_size
         self.voxel_size = checks.number("voxel_size", voxel_size, 0.0, low_open=True)
         self.log_densities = torch.nn.Parameter(torch.full((1, *size), -4.0))  # 0.018: almost empty, has gradients
         self.log_colors = torch.nn.Parameter(torch.zeros(3, *size))

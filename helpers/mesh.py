@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from . import marching
+from . import marching, rays
 
 
 def grids(model, sample_step: float | None = None):
@@ -33,7 +33,9 @@ def grids(model, sample_step: float | None = None):
     Chapter 5's ``fast.FastVolume`` already gives the opacity across one voxel (zero outside
     its hull, where its renderer never looks). Chapter 4's ``fitting.VolumeModel`` gives the
     opacity of one *ray sample*, converted here to one voxel, ``1 - (1 - a) ** (voxel / step)``,
-    with ``step`` its settings' sample spacing (``sample_step`` overrides it). Detached.
+    with ``step`` the depth between its renderer's samples (``sample_step`` overrides it). Along a
+    ray the samples are ``step * |d|`` apart, and ``|d|`` grows from 1 at the image centre to 1.29
+    in its corners (view z = 1); the centre's spacing is used. Detached.
     """
     from . import fitting
 
@@ -46,9 +48,9 @@ def grids(model, sample_step: float | None = None):
         densities, colors, voxel = model.densities.detach(), model.colors.detach(), float(model.voxel_size)
     if isinstance(model, fitting.VolumeModel):
         if sample_step is None:
-            settings = getattr(model, "settings", None) or fitting.FitSettings.for_device("cpu")
-            # the raysampler's depths are linspace(min, max, n): n - 1 steps between them
-            sample_step = (settings.max_depth - settings.min_depth) / (settings.n_pts_per_ray - 1)
+            # the renderer's own depths (a GPU fit's differ from the CPU default): linspace(min, max, n)
+            render = model.config()["render"]
+            sample_step = (render["max_depth"] - render["min_depth"]) / (render["n_pts_per_ray"] - 1)
         if not sample_step > 0:
             raise ValueError(f"sample_step must be a positive distance in world units, got {sample_step}.")
         densities = 1 - (1 - densities.clamp(0, 1 - 1e-6)) ** (voxel / sample_step)
@@ -238,13 +240,10 @@ def density_at_median_depth(
         raise ValueError(
             f"origins and directions must both be (N, 3), got {tuple(origins.shape)} and {tuple(directions.shape)}."
         )
-    half = voxel_size * (max(densities.shape) - 1) / 2
     o, d = origins.to(densities), directions.to(densities)
-    # enter and leave the grid's box (slab method), then march in steps of one voxel
-    inv = 1.0 / torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
-    t0, t1 = (-half - o) * inv, (half - o) * inv
-    near = torch.minimum(t0, t1).amax(-1).clamp_min(0)
-    far = torch.maximum(t0, t1).amin(-1)
+    # enter and leave the box of the voxel centres, (x, y, z) = (W, H, D), then march one voxel a step
+    half = [voxel_size * (n - 1) / 2 for n in reversed(densities.shape)]
+    near, far = rays.ray_box(o, d, half)
     n_steps = math.ceil((far - near).clamp_min(0).max().item() / voxel_size) + 1
     t = near[:, None] + voxel_size * torch.arange(n_steps, device=o.device, dtype=o.dtype)  # (N, S)
     points = o[:, None] + t[..., None] * d[:, None]
@@ -252,6 +251,11 @@ def density_at_median_depth(
     sigma = torch.where(t <= far[:, None], sigma, torch.zeros_like(sigma))
     after = torch.cumprod(1 - sigma, dim=1)  # light left after each sample
     hit = after[:, -1] <= 1 - min_opacity
+    if not hit.any():
+        raise ValueError(
+            f"none of the {hit.shape[0]} rays reaches opacity {min_opacity} in this grid, so there is no surface "
+            "to read; aim the rays at the object, or lower min_opacity."
+        )
     k = (after[hit] <= 0.5).float().argmax(dim=1)  # the sample where half the light is gone
     return sigma[hit].gather(1, k[:, None])[:, 0]
 

@@ -288,6 +288,20 @@ def test_grids_converts_chapter_4_opacities_per_sample_to_per_voxel():
         M.grids(object())
 
 
+def test_grids_takes_the_sample_step_from_the_models_own_renderer():
+    """A fit with other depths than the CPU default (a GPU's) converts with its own spacing."""
+    from helpers import fitting
+
+    # 31 samples between depths 1.0 and 4.0: 0.1 apart, as many as the voxel is wide (0.1 = 0.8 / 8)
+    model = fitting.VolumeModel(fitting.make_renderer(8, n_pts_per_ray=31, min_depth=1.0, max_depth=4.0), 8, 0.1)
+    with torch.no_grad():
+        model.log_densities.fill_(0.0)
+    densities = M.grids(model)[0]
+    assert torch.allclose(densities, torch.full_like(densities, 0.5))
+    # and a model made without voxel_size spans the book's cube
+    assert fitting.VolumeModel(None, 64).voxel_size == pytest.approx(3.0 / 64)
+
+
 def test_splat_shows_the_nearer_of_two_spheres_where_they_overlap():
     from helpers import data
 
@@ -355,7 +369,20 @@ def test_grids_default_step_is_the_raysamplers_depth_step():
         min_depth=settings.min_depth, max_depth=settings.max_depth,
     )  # fmt: skip
     step = sampler(FoVPerspectiveCameras()).lengths[0, 0, 0].diff().mean().item()
-    model = fitting.VolumeModel(None, (4, 4, 4), voxel_size=0.1)
+    depths = dict(n_pts_per_ray=settings.n_pts_per_ray, min_depth=settings.min_depth, max_depth=settings.max_depth)
+    model = fitting.VolumeModel(fitting.make_renderer(2, **depths), (4, 4, 4), voxel_size=0.1)
     with torch.no_grad():
         model.log_densities.fill_(0.0)
     assert torch.allclose(M.grids(model)[0], M.grids(model, sample_step=step)[0], atol=1e-5)
+
+
+def test_density_at_median_depth_of_a_uniform_grid_is_its_density():
+    """Every ray through a grid of one opacity per voxel loses half its light inside it, where it reads that
+    opacity; and rays that miss the grid are an error that says so, not an empty result."""
+    densities = torch.full((6, 8, 10), 0.3)  # (D, H, W): not a cube
+    origins = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.1, -2.0], [3.0, 0.05, 0.0]])
+    directions = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])
+    got = M.density_at_median_depth(densities, 0.1, origins, directions, min_opacity=0.8)
+    torch.testing.assert_close(got, torch.full((3,), 0.3))
+    with pytest.raises(ValueError, match=r"none of the 3 rays reaches opacity 0\.8"):
+        M.density_at_median_depth(densities, 0.1, origins, -directions, min_opacity=0.8)
