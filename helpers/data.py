@@ -51,7 +51,9 @@ def pick_device() -> torch.device:
 
 
 def cache_dir() -> Path:
-    """Defined in §1.1."""
+    """Where downloads, rendered datasets and fits are kept. Defined in §1.1.
+
+    ``$VOLRENDER_CACHE``, else ``~/.cache/volrender-book``; created when missing."""
     path = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "volrender-book")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -61,7 +63,7 @@ def cache_dir() -> Path:
 
 
 def sha256(path: Path) -> str:
-    """Defined in §1.1."""
+    """Hex SHA-256 of a file's bytes, read in chunks (the mesh's checksums). Defined in §1.1."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -243,8 +245,6 @@ def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation
     elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)
     closed = 2 * azimuth_range >= 360.0
     azim = torch.linspace(-azimuth_range, azimuth_range, num_views + int(closed))[:num_views] + 180.0
-    if num_views == 1:
-        azim = torch.tensor([180.0 - azimuth_range]) if not closed else torch.tensor([0.0])
     return torch.full((num_views,), float(elevation)), azim
 
 

@@ -89,6 +89,7 @@ def make_renderer(
 
 def sample_at_xys(images: torch.Tensor, xys: torch.Tensor) -> torch.Tensor:
     """Read ``images`` ``(B, H, W, C)`` at NDC points ``xys`` ``(B, ..., 2)`` -> ``(B, ..., C)``. Defined in §4.4."""
+    checks.shape("images", images, "(B, H, W, C)", lambda t: t.dim() == 4)
     b, h, w, c = images.shape
     checks.shape("xys", xys, f"(B={b}, ..., 2)", xys.shape[0] == b and xys.shape[-1] == 2)
     short = min(h, w)

@@ -207,7 +207,11 @@ class Renderer(torch.nn.Module):
         matrix = volumes.get_local_to_world_coords_transform().get_matrix()  # (B, 4, 4)
         scale = torch.diagonal(matrix[:, :3, :3], dim1=1, dim2=2)
         if not torch.equal(matrix[:, :3, :3], torch.diag_embed(scale)):
-            raise ValueError("This Volumes' local-to-world transform is not a pure scale plus translation.")
+            raise ValueError(
+                f"This Volumes' local-to-world transform must be a scale plus a translation, got the matrix "
+                f"{matrix[0].tolist()} (first volume, row vectors); make Volumes from voxel_size and "
+                "volume_translation."
+            )
         voxel_size = 2.0 * scale / (sizes.flip(-1).to(matrix.dtype) - 1)  # sizes (D, H, W) -> (W, H, D)
         points, shift = ray_points(ray_bundle), -matrix[:, 3, :3]
         dens, feats = sample_volume(densities, features, points, voxel_size, shift, volumes.get_align_corners())

@@ -190,8 +190,12 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
     checks.shape("origins", origins, "(N, 3)", lambda t: t.dim() == 2 and t.shape[1] == 3, "pass finite ray origins")
     same = lambda t: t.shape == origins.shape  # noqa: E731
     checks.shape("directions", directions, f"{tuple(origins.shape)} like origins", same, "pass finite ray directions")
-    if (directions.abs().amax(-1) == 0).any():
-        raise ValueError("directions holds zero vectors, which point nowhere; give every ray a nonzero direction.")
+    zero = (directions.abs().amax(-1) == 0).nonzero()[:, 0]
+    if zero.numel():
+        raise ValueError(
+            f"directions holds {zero.numel()} zero vectors (rays {zero[:5].tolist()}...), which point nowhere; "
+            "give every ray a nonzero direction."
+        )
     hi = _corner("upper", upper, origins)  # h (the cube [-h, h]^3) or a corner
     lo = -hi if lower is None else _corner("lower", lower, origins)
     if not (hi > lo).all():
