@@ -67,7 +67,7 @@ class _Plain:
 
 
 def glue(key: str, value, display: bool = True) -> None:
-    """Store ``value`` under ``key`` for the book's pages (myst-nb) and show it if ``display``. Defined in §1.4.
+    """Store ``value`` under ``key`` for the book's pages (myst-nb) and show it if ``display``. Defined in §1.3.
 
     A string is pasted as its words, without the quotes of its ``repr``.
     """

@@ -51,7 +51,7 @@ def pick_device() -> torch.device:
 
 
 def cache_dir() -> Path:
-    """Where downloads, rendered datasets and fits are kept. Defined in §1.1.
+    """Where downloads, rendered datasets and fits are kept. Defined in §1.4.
 
     ``$VOLRENDER_CACHE``, else ``~/.cache/volrender-book``; created when missing."""
     path = Path(os.environ.get(ENV_CACHE_DIR) or Path.home() / ".cache" / "volrender-book")
@@ -239,7 +239,7 @@ class CowViews:
 
 
 def training_angles(num_views: int = 40, azimuth_range: float = 180.0, elevation: float = 0.0):
-    """Training elevations, azimuths (degrees) over ``180 +- azimuth_range``, no end point twice. Defined in §1.4."""
+    """Training elevations, azimuths (degrees) over ``180 +- azimuth_range``, no end point twice. Defined in §1.2."""
     num_views = checks.integer("num_views", num_views)
     azimuth_range = checks.number("azimuth_range (degrees either side of 180)", azimuth_range, 0.0, 180.0)
     elevation = checks.number("elevation (degrees)", elevation, -90.0, 90.0)

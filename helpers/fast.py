@@ -1,4 +1,4 @@
-"""Chapter 5 (§5.3-§5.11): a fast fit from Chapters 2-4; grids fill the cube as ``Volumes``, ``align_corners=True``."""
+"""Chapter 5 (§5.3-§5.13): a fast fit from Chapters 2-4; grids fill the cube as ``Volumes``, ``align_corners=True``."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def clipped_rays(cameras, image_size: int, occupancy: Occupancy | None, half: fl
 
 
 class FastVolume(torch.nn.Module):
-    """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.6."""
+    """Raw density and colour logits ``(1, 4, n, n, n)`` in one tensor, and how to render them. Defined in §5.7."""
 
     def __init__(
         self,
@@ -250,7 +250,7 @@ def render_rays(
     occupancy: Occupancy | None = None,
     early_stop: float = 0.0,
 ):
-    """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.6."""
+    """``rgb`` ``(N, 3)`` and ``opacity`` ``(N,)`` of rays ``(N, 3)`` from ``near`` to ``far``. Defined in §5.7."""
     n = origins.shape[0]
     n_steps = max(math.ceil((far - near).clamp_min(0).max().item() / step) if n else 0, 1)
     t = near[:, None] + (torch.arange(n_steps, device=origins.device) + 0.5) * step  # (N, S)
@@ -359,7 +359,7 @@ def prepare_rays(views, occupancy: Occupancy) -> TrainRays:
 
 @dataclass
 class FastSettings(Settings):
-    """Every knob of the fast recipe, one switch per technique (0 disables); see ``lr_at``. Defined in §5.11."""
+    """Every knob of the fast recipe, one switch per technique (0 disables); see ``lr_at``. Defined in §5.13."""
 
     lr: float = 0.15
     eval_every: int = 25
@@ -448,7 +448,7 @@ def fit(
     callback=None,
     occupancy: Occupancy | None = None,
 ):
-    """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.11.
+    """As ``fitting.fit``, for a :class:`FastVolume`; ``occupancy`` reuses a hull (then untimed). Defined in §5.13.
 
     Without ``occupancy`` the hull is carved at the grid's size, so the coarse stage starts
     after a cheap coarse carve and the fine hull is carved when the fine stage begins.

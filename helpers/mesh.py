@@ -117,7 +117,7 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
 
 
 def glue(**values) -> None:
-    """Store numbers for the prose as ``ch6-<name>`` (``book.glue``, not displayed). Defined in §6.1.
+    """Store numbers for the prose as ``ch6-<name>`` (``book.glue``, not displayed). Defined in §6.2.
 
     Every number the text quotes comes from here, so the prose matches the run that built the page.
     Nothing is printed: the cells print what a reader should see, and the page shows the rest in its prose.
@@ -294,7 +294,7 @@ def is_watertight(mesh) -> bool:
 
 
 def sample_field(field: torch.Tensor, points: torch.Tensor, voxel_size: float) -> torch.Tensor:
-    """Trilinear value of a grid ``(D, H, W)`` at world points ``(P, 3)`` -> ``(P,)``, as Chapter 3. Defined in §6.4."""
+    """Trilinear value of a grid ``(D, H, W)`` at world points ``(P, 3)`` -> ``(P,)``, as Chapter 3. Defined in §6.2."""
     field = _grid3("field", field)
     dens, _ = marching.sample_volume(field[None, None], None, points[None].to(field), voxel_size)
     return dens[0, :, 0]
@@ -357,7 +357,7 @@ def bbox_diagonal(mesh) -> float:
 def sample_surface(mesh, n_points: int = 10_000, seed: int = 0) -> torch.Tensor:
     """``n_points`` points ``(n, 3)`` drawn uniformly by area on a mesh's surface, reproducibly.
 
-    Defined in §6.5: ``pytorch3d.ops.sample_points_from_meshes``
+    Defined in §6.6: ``pytorch3d.ops.sample_points_from_meshes``
     with the global random state forked and seeded, so the caller's is untouched.
     """
     from pytorch3d.ops import sample_points_from_meshes

@@ -177,7 +177,7 @@ def ray_points(bundle) -> torch.Tensor:
 
 
 def camera_rays(cameras, image_size: int):
-    """:class:`GridRaysampler`'s origins and *unit* directions ``(B, H, W, 3)``: t is a distance. Defined in §5.2."""
+    """:class:`GridRaysampler`'s origins and *unit* directions ``(B, H, W, 3)``: t is a distance. Defined in §5.3."""
     image_size = checks.integer("image_size", image_size)
     xy = ndc_pixel_centers(image_size, image_size, device=cameras.R.device, dtype=cameras.R.dtype)
     directions = ray_directions(cameras, xy.expand(cameras.R.shape[0], -1, -1, -1))
