@@ -158,7 +158,8 @@ class FastVolume(torch.nn.Module):
 
     @property
     def densities(self) -> torch.Tensor:
-        """``(1, D, H, W)``: opacity across a voxel, ``1 - exp(-softplus(raw) * voxel / unit)``, 0 outside the hull."""
+        """``(1, D, H, W)``: opacity across a voxel, 0 outside the hull: ``1 - exp(-softplus(raw) * voxel / unit)``
+        (``"sigmoid"``: ``sigmoid(raw)``, Chapter 4's opacity of one sample)."""
         raw = self.grid[0, :1]
         sigmoid = self.density == "sigmoid"
         alpha = torch.sigmoid(raw) if sigmoid else 1 - torch.exp(-F.softplus(raw) * self.voxel_size / self.unit)
@@ -265,8 +266,8 @@ def render_rays(
             trans = torch.exp(-(torch.cumsum(tau, 1) - tau))
             valid &= trans > early_stop
     dens, rgb = volume.sample(points[valid])
-    depth = volume.optical_depth(dens, step)
-    tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(valid, depth)
+    tau_valid = volume.optical_depth(dens, step)
+    tau = torch.zeros(n, n_steps, device=origins.device, dtype=dens.dtype).masked_scatter(valid, tau_valid)
     cum = torch.cumsum(tau, 1)
     weights = torch.exp(-(cum - tau)) * -torch.expm1(-tau)  # T_k * alpha_k
     ray_index, contrib = valid.nonzero()[:, 0], weights[valid][:, None] * rgb

@@ -136,7 +136,8 @@ class FitSettings(Settings):
     n_rays_per_image: int | None = None
     min_depth: float = 0.1
     max_depth: float = VOLUME_EXTENT
-    # CPU: 96 points where the volume can be (2.7 -/+ 1.5); the tutorial's 0.1 to 3.0 misses the far side (§2)
+    # CPU: 96 points over the depths where the cow can be (it spans 1.7 to 3.8 from every camera, at 2.7);
+    # the tutorial's 0.1 to 3.0 misses its far side (§2)
     CPU: ClassVar[dict] = dict(
         n_rays_per_image=1024, n_iter=120, eval_every=30, n_pts_per_ray=96, min_depth=1.2, max_depth=4.2
     )

@@ -68,7 +68,8 @@ class Occupancy(torch.nn.Module):
 
 @torch.no_grad()
 def carve(silhouettes: torch.Tensor, cameras, volume_size: int = 128, dilate: int = 1) -> Occupancy:
-    """Carve {cite}`laurentini1994visual`: voxels whose centre all ``(N, H, W)`` silhouettes cover. Defined in §2.8."""
+    """Carve {cite}`laurentini1994visual`: voxels whose centre every ``(N, H, W)`` silhouette that sees it
+    covers (a view the centre projects outside of cannot rule it out), grown by ``dilate`` voxels. Defined in §2.8."""
     dilate = checks.integer("dilate", dilate, minimum=0)
     volume_size = checks.integer("volume_size", volume_size, minimum=2)
     _check_cameras(cameras)

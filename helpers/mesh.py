@@ -110,6 +110,8 @@ def cached_fast_fit(train, settings, cache, snapshot: int | None = None):
     start = metrics.clock(device)
     model, history = fast.fit(train, heldout, run, callback=callback)
     seconds = metrics.clock(device) - start
+    if heldout is not None:  # its scores were of one training view, only to call back: not held-out scores
+        history = dataclasses.replace(history, eval_iterations=[], eval_seconds=[], psnr=[], iou=[])
     fitting.save_volume(cache, model, settings, history, snapshot=snapshot)
     if "model" in kept:
         fitting.save_volume(early_path, kept["model"], snapshot=snapshot)  # no settings: its grid may be the 64^3 one
