@@ -257,6 +257,22 @@ def test_benchmark_targets_are_judged_from_the_curve():
     assert second["reached_s"] == math.inf and not second["met"]  # never reached 31.4 dB
 
 
+def test_benchmark_report_words_its_numbers():
+    """Seconds under 10 keep a decimal (not "1.4 times sooner than 1 s"), a best equal to the end is said once,
+    and a GPU run whose own original-tutorial PSNR differs from the targets' says which one the targets use."""
+    sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+    import bench_fit
+
+    assert [bench_fit.seconds(s) for s in (0.97, 1.31, 9.94, 69.2, 1352.4)] == ["1.0", "1.3", "9.9", "69", "1,352"]
+    for name in ("ch5_bench", "ch5_bench_gpu"):
+        text = (ROOT / "book" / "data" / f"{name}.md").read_text()
+        for best, end in re.findall(r"reaches (\S+) dB at best and ends at (\S+) dB", text):
+            assert best != end, f"{name}: say 'ends at its best' when the two are the same"
+    gpu = json.loads((ROOT / "book" / "data" / "ch5_bench_gpu.json").read_text())
+    if gpu["seed"].get("psnr_measured") and f"{gpu['seed']['final_psnr']:.2f}" != f"{bench_fit.SEED_FINAL_PSNR:.2f}":
+        assert "The targets use the original tutorial's final PSNR as *Targets* defines it" in bench_fit.report(gpu)
+
+
 def test_landing_figures_are_numbered_and_captioned():
     """The landing page's pasted animations are figures with a name (so Sphinx numbers them) and a caption."""
     text = (ROOT / "book" / "index.md").read_text()
