@@ -257,6 +257,22 @@ def test_benchmark_targets_are_judged_from_the_curve():
     assert second["reached_s"] == math.inf and not second["met"]  # never reached 31.4 dB
 
 
+def test_benchmark_report_words_its_numbers():
+    """Seconds under 10 keep a decimal (not "1.4 times sooner than 1 s"), a best equal to the end is said once,
+    and a GPU run whose own original-tutorial PSNR differs from the targets' says which one the targets use."""
+    sys.path.insert(0, str(ROOT / "tests" / "benchmarks"))
+    import bench_fit
+
+    assert [bench_fit.seconds(s) for s in (0.97, 1.31, 9.94, 69.2, 1352.4)] == ["1.0", "1.3", "9.9", "69", "1,352"]
+    for name in ("ch5_bench", "ch5_bench_gpu"):
+        text = (ROOT / "book" / "data" / f"{name}.md").read_text()
+        for best, end in re.findall(r"reaches (\S+) dB at best and ends at (\S+) dB", text):
+            assert best != end, f"{name}: say 'ends at its best' when the two are the same"
+    gpu = json.loads((ROOT / "book" / "data" / "ch5_bench_gpu.json").read_text())
+    if gpu["seed"].get("psnr_measured") and f"{gpu['seed']['final_psnr']:.2f}" != f"{bench_fit.SEED_FINAL_PSNR:.2f}":
+        assert "The targets use the original tutorial's final PSNR as *Targets* defines it" in bench_fit.report(gpu)
+
+
 def test_landing_figures_are_numbered_and_captioned():
     """The landing page's pasted animations are figures with a name (so Sphinx numbers them) and a caption."""
     text = (ROOT / "book" / "index.md").read_text()
@@ -403,7 +419,8 @@ def test_recorded_run_is_consistent(kind):
 @pytest.mark.parametrize("with_gpu", [False, True])
 def test_status_table_shows_the_records_as_they_are(with_gpu):
     run_record = load_ext("run_record")
-    cpu = {"date": "d", "hardware": "h", "torch": "t", "pytorch3d": "p", "command": "c", "seconds": 9.0}
+    cpu = {"date": "d", "hardware": "h", "torch": "t", "pytorch3d": "p", "command": "python -m pytest --nbval",
+           "seconds": 9.0}  # fmt: skip
     records = {"cpu": {**cpu, "passed": 5, "failed": 2, "skipped": 1, "notebooks": {"01_a": 3.0, "02_b": 4.0}}}
     if with_gpu:
         records["gpu"] = {**cpu, "passed": 8, "failed": 0, "skipped": 0, "notebooks": {"01_a": 1.0}}
@@ -480,10 +497,46 @@ def test_runtime_box_speaks_each_editions_language():
 def test_gpu_test_target_says_met_only_for_a_clean_run_within_the_limit():
     run_record = load_ext("run_record")
     limit = run_record.GPU_TEST_LIMIT_S
-    gpu = {"date": "2026-11-26 14:07 UTC", "hardware": "NVIDIA H100", "passed": 305, "failed": 0, "seconds": limit - 18}
+    gpu = {
+        "date": "2026-11-26 14:07 UTC", "hardware": "NVIDIA H100", "passed": 305, "failed": 0, "seconds": limit - 18,
+        "command": run_record.TEST_COMMAND,
+    }  # fmt: skip
     verdict = run_record.gpu_test_verdict
-    assert verdict({"gpu": gpu}).startswith(f"met: 305 passed, 0 failed in {limit - 18} s on an NVIDIA H100")
+    assert (
+        verdict({"gpu": gpu}) == f"met: 305 passed, 0 failed in {limit - 18} s on an NVIDIA H100 (recorded 2026-11-26)"
+    )
     assert verdict({"gpu": {**gpu, "failed": 1}}).startswith("missed: 305 passed, 1 failed")
     assert verdict({"gpu": {**gpu, "seconds": limit + 1}}).startswith("missed")
     assert verdict({}) == "not measured yet: no GPU run is recorded"
     assert verdict({"gpu": gpu}, "zh_TW").startswith("達成")
+    # part of the test command cannot meet the target for the whole of it
+    part = {**gpu, "command": "python -m pytest --nbval notebooks"}
+    assert verdict({"gpu": part}).startswith("not judged: the recorded GPU run ran only part of the test command")
+    # a run made before the GPU settings in use were chosen says so; one made after does not
+    assert verdict({"gpu": gpu}, settings_date="2026-11-26 17:52 UTC").endswith("has not been re-run")
+    assert "re-run" not in verdict({"gpu": gpu}, settings_date="2026-11-26 09:00 UTC")
+
+
+def test_gpu_run_time_says_when_it_predates_the_gpu_settings():
+    """The chapters' boxes and the status page label a GPU record made before the GPU settings in use."""
+    run_record = load_ext("run_record")
+    cpu = {"date": "2026-11-26 19:01 UTC", "hardware": "2 CPU cores (X)", "command": run_record.TEST_COMMAND,
+           "failed": 0, "notebooks": {"05_fast": 32.0}}  # fmt: skip
+    gpu = {"date": "2026-11-26 14:07 UTC", "hardware": "NVIDIA H100", "command": run_record.TEST_COMMAND,
+           "failed": 0, "notebooks": {"05_fast": 11.9}}  # fmt: skip
+    records = {"cpu": cpu, "gpu": gpu}
+    old = run_record.runtime_text("05_fast", records, settings_date="2026-11-26 17:52 UTC")
+    assert old.endswith("about 12 s on an NVIDIA H100 (recorded 2026-11-26, with an earlier version of the book; "
+                        "not yet re-run)")  # fmt: skip
+    assert run_record.runtime_text("05_fast", records, settings_date="2026-11-26 12:00 UTC").endswith(
+        "about 12 s on an NVIDIA H100 (recorded 2026-11-26)"
+    )
+    notes = " ".join(run_record.record_notes(records, "2026-11-26 17:52 UTC"))
+    assert "The GPU run was recorded before the GPU settings in use were chosen" in notes
+    assert "only part of the test command" not in notes
+    notes = " ".join(run_record.record_notes({"cpu": cpu, "gpu": {**gpu, "command": "pytest notebooks"}}))
+    assert "The recorded GPU run ran only part of the test command" in notes and "before the GPU" not in notes
+    # the recorded GPU run: the date of the record the GPU settings were chosen from decides
+    runs, chosen = run_record.load_records(), run_record.gpu_settings_date()
+    if "gpu" in runs and chosen and runs["gpu"]["date"] < chosen:
+        assert "not yet re-run" in run_record.runtime_text("05_fast", runs, settings_date=chosen)

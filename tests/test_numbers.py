@@ -46,6 +46,7 @@ SETTINGS: dict[str, dict[str, str]] = {
         "at 1 %": "names the threshold a score is measured at (1 % of the diagonal), a setting",
         "The 1 % threshold": "the threshold itself (its size in voxels is glued)",
         "clip the colour scale at 3 %": "where the distance figure's colour scale saturates, a display setting",
+        "farther than 3 % of the": "the distance beyond which the text counts a vertex as far, a setting",
         "thresholds of 0.5 % and 5 %": "the thresholds Exercise 6.3 asks the reader to try",
         "At 5 %": "Exercise 6.3's solution names the threshold it discusses",
         "at 0.5 %": "Exercise 6.3's solution names the threshold it discusses",
