@@ -23,12 +23,17 @@ def public_names():
 
 
 def chapter(number: int) -> tuple[list[str], str]:
-    """The chapter's level-2 section titles and all its text (Markdown and code)."""
+    """The chapter's level-2 sections' text (Markdown and code, each from its heading to the next; the
+    chapter's opening counts as part of the first) and all its text."""
     path = next((ROOT / "notebooks").glob(f"{number:02d}_*.ipynb"))
     cells = json.loads(path.read_text())["cells"]
     text = "\n".join("".join(c["source"]) for c in cells)
-    sections = [line for c in cells if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines()]
-    return [line for line in sections if line.startswith("## ")], text
+    sections = [""]
+    for line in text.splitlines():
+        if line.startswith("## "):  # in code, a comment starts "# ", never "## "
+            sections.append("")
+        sections[-1] += line + "\n"
+    return ([sections[0] + sections[1], *sections[2:]] if len(sections) > 1 else []), text
 
 
 NAMES = list(public_names())
@@ -44,6 +49,8 @@ def test_every_public_helper_names_the_section_that_teaches_it(module, name, doc
     sections, text = chapter(number)
     assert 1 <= section <= len(sections), f"§{number}.{section} does not exist (Chapter {number} has {len(sections)})"
     assert re.search(rf"\b{name}\b", text), f"Chapter {number} never mentions {name}, yet its docstring points there"
+    mentioned = [i for i, part in enumerate(sections, 1) if re.search(rf"\b{name}\b", part)]
+    assert section in mentioned, f"{module}.{name} says §{number}.{section}, which never mentions it; {mentioned} do"
 
 
 def test_no_public_helper_is_unused():
