@@ -81,3 +81,19 @@ def glue(key: str, value, display: bool = True) -> None:
     except ImportError:  # Colab: no book to paste into, only show
         return show(value) if display else None
     myst_glue(key, value, display=display)
+
+
+def claim(holds: bool, text: str, device) -> bool:
+    """Check a sentence of the chapter (``text``, what it says) against this run. Defined in §4.7.
+
+    The published book is built on the CPU: there a sentence its own run contradicts stops the build,
+    so the text is changed rather than published wrong. Elsewhere (a GPU, in Colab) the run may
+    differ; the reader is told so, and the chapter goes on.
+    """
+    checks.require(isinstance(text, str) and text, f"Say what the text claims, got text={text!r}.")
+    if holds:
+        return True
+    if str(device).startswith("cpu"):
+        raise AssertionError(f"The text says {text}, but this CPU run does not show it: change the text.")
+    print(f"Note: the text says {text}, as the book's CPU run showed; this run on {device} does not.")
+    return False

@@ -93,6 +93,16 @@ def test_glue_displays_without_myst_nb(monkeypatch):
     assert shown[0] == 0.25 and repr(shown[1]) == "value"
 
 
+def test_a_claim_the_run_contradicts_stops_the_cpu_build_and_tells_a_gpu_reader(capsys):
+    assert book.claim(True, "that it holds", "cpu") is True
+    with pytest.raises(AssertionError, match="The text says that 4 > 5, but this CPU run does not show it"):
+        book.claim(False, "that 4 > 5", torch.device("cpu"))
+    assert book.claim(False, "that 4 > 5", torch.device("cuda:0")) is False
+    assert "Note: the text says that 4 > 5" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="Say what the text claims"):
+        book.claim(False, "", "cpu")
+
+
 def test_glued_text_is_pasted_without_quotes():
     from IPython.core.formatters import PlainTextFormatter
 
