@@ -21,13 +21,14 @@ $(VENV)/.installed: requirements.txt
 
 # jupyter-cache keys a chapter on its own cells only, but the chapters import helpers/ and read the
 # records in book/data/: when those change, every chapter runs again instead of showing old outputs.
-CACHE_KEY = $(shell cat $(sort $(wildcard helpers/*.py book/data/*)) requirements.txt | sha256sum | cut -c1-16)
+# (Deleting the cache is not enough: Sphinx re-reads only pages it thinks changed, so the doctrees go too.)
+CACHE_KEY = $(shell cat $(sort $(wildcard helpers/*.py book/data/ch5_*.json)) requirements.txt | sha256sum | cut -c1-16)
 
 # The English edition, then the zh-TW one into _build/html/zh-tw from locales/ (no notebook runs twice).
 book: env
 	@if [ "$$(cat _build/.cache-key 2>/dev/null)" != "$(CACHE_KEY)" ] && [ -d _build/.jupyter_cache ]; then \
 		echo "helpers/ or book/data/ changed since the last build: the chapters run again"; \
-		rm -rf _build/.jupyter_cache; fi
+		rm -rf _build/.jupyter_cache _build/.doctrees _build/.doctrees-zh_TW; fi
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	$(BIN)/python book/_ext/translations.py html
 	@echo $(CACHE_KEY) > _build/.cache-key
