@@ -527,6 +527,24 @@ def test_gpu_test_target_says_met_only_for_a_clean_run_within_the_limit():
     assert "re-run" not in verdict({"gpu": gpu}, settings_date="2026-11-26 09:00 UTC")
 
 
+@pytest.mark.parametrize(
+    "command, whole",
+    [
+        ("python -m pytest --nbval", True),
+        ("pytest --nbval", True),
+        ("make test", True),
+        ("python3 -m pytest --nbval -p no:cacheprovider -q --junitxml=out.xml --durations 15", True),
+        ("python -m pytest --nbval notebooks", False),
+        ("python -m pytest --nbval -k fast", False),
+        ("python -m pytest --nbval -x", False),
+        ("python -m pytest notebooks + the helpers' unit tests", False),
+        ("pytest", False),
+    ],
+)
+def test_a_run_of_part_of_the_test_command_is_told_from_the_whole(command, whole):
+    assert load_ext("run_record").is_whole_test_command({"command": command}) is whole
+
+
 def test_gpu_run_time_says_when_it_predates_the_gpu_settings():
     """The chapters' boxes and the status page label a GPU record made before the GPU settings in use."""
     run_record = load_ext("run_record")

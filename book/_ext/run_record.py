@@ -48,8 +48,30 @@ def predates_gpu_settings(record: dict, settings_date: str | None) -> bool:
     return settings_date is not None and _when(record["date"]) < _when(settings_date)
 
 
+# pytest options that take the next word as their value (not a path that would select some tests)
+_VALUED = {"-p", "-o", "-W", "--durations", "--junitxml", "--basetemp", "--rootdir", "--nbval-kernel-name"}
+_SELECTING = ("-k", "-m", "--deselect", "--ignore", "--lf", "--last-failed", "-x", "--exitfirst", "--maxfail")
+
+
 def is_whole_test_command(record: dict) -> bool:
-    return record["command"].strip() == TEST_COMMAND
+    """Whether ``record`` ran the README's test command: ``make test``, or ``pytest --nbval`` (as
+    ``python -m`` or not) with options that select nothing: no paths, no ``-k``, no stopping early."""
+    words = record["command"].split()
+    if words == ["make", "test"]:
+        return True
+    while words and words[0] in ("python", "python3", "-m"):
+        words = words[1:]
+    if not words or words[0] != "pytest" or "--nbval" not in words:
+        return False
+    rest, skip = words[1:], False
+    for word in rest:
+        if skip:
+            skip = False
+        elif word.startswith(_SELECTING) or not word.startswith("-"):
+            return False
+        else:
+            skip = word in _VALUED
+    return True
 
 
 # The role's words in each edition (the zh-TW edition is built with language "zh_TW").
