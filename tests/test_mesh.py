@@ -386,3 +386,27 @@ def test_density_at_median_depth_of_a_uniform_grid_is_its_density():
     torch.testing.assert_close(got, torch.full((3,), 0.3))
     with pytest.raises(ValueError, match=r"none of the 3 rays reaches opacity 0\.8"):
         M.density_at_median_depth(densities, 0.1, origins, -directions, min_opacity=0.8)
+
+
+def test_an_opaque_grid_stops_each_ray_at_its_own_face():
+    """Opaque voxels take all the light at a ray's first sample, on the face of the box of voxel centres.
+    Its half-size, (n - 1) / 2 voxels, differs per axis: marching from the longest axis's face instead
+    would first read a faded value outside the grid."""
+    densities = torch.ones(6, 8, 11)  # (D, H, W) = (z, y, x): half-sizes 0.25, 0.35, 0.5
+    origins = torch.tensor([[0.0, 0.0, 2.0], [0.1, -0.1, -2.0], [3.0, 0.05, 0.0], [0.02, 2.0, 0.03]])
+    directions = torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+    got = M.density_at_median_depth(densities, 0.1, origins, directions, min_opacity=0.8)
+    torch.testing.assert_close(got, torch.ones(4))
+
+
+def test_cached_fast_fit_keeps_no_scores_of_a_training_view_as_held_out(tmp_path):
+    """With a snapshot the fit scores one training view to call back; those are not held-out scores."""
+    from helpers import data, fast, fitting
+
+    train = data.generate_cow_renders(num_views=8, image_size=32, device="cpu")
+    settings = fast.FastSettings(n_iter=4, rays_per_step=256, volume_size=16, coarse_volume_size=0)
+    _, _, early = M.cached_fast_fit(train, settings, tmp_path / "fit.pt", snapshot=2)
+    saved = fitting.load_volume(tmp_path / "fit.pt").history
+    assert early is not None and saved.psnr == saved.eval_iterations == [] and len(saved.losses) == 4
+    with pytest.raises(ValueError, match="sample_step"):
+        M.grids(fitting.VolumeModel(None, 4))
