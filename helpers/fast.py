@@ -418,6 +418,11 @@ class FastSettings(Settings):
         """How many of the ``n_iter`` steps run on the ``coarse_volume_size^3`` grid (0: none)."""
         return int(self.coarse_fraction * self.n_iter) if self.coarse_volume_size else 0
 
+    @property
+    def start_volume_size(self) -> int:
+        """The grid size of the first step: the coarse one when there is a coarse stage."""
+        return self.coarse_volume_size if self.coarse_iters else self.volume_size
+
     def lr_at(self, iteration: int) -> float:
         """The lr of ``iteration``: ``"exp"`` decays to ``lr * lr_final_factor``, ``"step"`` is Chapter 4's."""
         if self.schedule == "exp":
@@ -490,8 +495,7 @@ def fit(
         return torch.optim.Adam(volume.parameters(), lr=settings.lr)
 
     start = clock(device)
-    coarse_iters = settings.coarse_iters
-    size = settings.coarse_volume_size if coarse_iters else settings.volume_size
+    coarse_iters, size = settings.coarse_iters, settings.start_volume_size
     occupancy = hull_for(size)
     rays = prepare_rays(train, occupancy)
     unit, image_size = VOLUME_EXTENT / settings.volume_size, train.images.shape[1]
