@@ -190,8 +190,9 @@ def ray_box(origins: torch.Tensor, directions: torch.Tensor, upper, lower=None):
     checks.shape("origins", origins, "(N, 3)", lambda t: t.dim() == 2 and t.shape[1] == 3, "pass finite ray origins")
     same = lambda t: t.shape == origins.shape  # noqa: E731
     checks.shape("directions", directions, f"{tuple(origins.shape)} like origins", same, "pass finite ray directions")
-    zero = (directions.abs().amax(-1) == 0).nonzero()[:, 0]
-    if zero.numel():
+    zero = directions.abs().amax(-1) == 0
+    if zero.any():  # the indices only for the message: nonzero() would allocate on every call
+        zero = zero.nonzero()[:, 0]
         raise ValueError(
             f"directions holds {zero.numel()} zero vectors (rays {zero[:5].tolist()}...), which point nowhere; "
             "give every ray a nonzero direction."
