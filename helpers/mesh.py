@@ -49,13 +49,12 @@ def grids(model, sample_step: float | None = None):
     if isinstance(model, fitting.VolumeModel):
         if sample_step is None:
             # the renderer's own depths (a GPU fit's differ from the CPU default): linspace(min, max, n)
-            try:
-                render = model.config()["render"]
-            except AttributeError as exc:  # a VolumeModel made without a renderer
+            if model.renderer is None:
                 raise ValueError(
-                    "grids() reads a Chapter 4 model's sample spacing from its renderer, and this one has none "
-                    f"({exc}); pass sample_step= in world units."
-                ) from exc
+                    "grids() reads a Chapter 4 model's sample spacing from its renderer, and this one has none; "
+                    "pass sample_step= in world units."
+                )
+            render = model.config()["render"]
             sample_step = (render["max_depth"] - render["min_depth"]) / (render["n_pts_per_ray"] - 1)
         if not sample_step > 0:
             raise ValueError(f"sample_step must be a positive distance in world units, got {sample_step}.")
